@@ -1,0 +1,1 @@
+"""FGVC experiment workbook library."""

@@ -1,0 +1,1 @@
+"""Data loading, splits, transforms and synthetic data sets."""

@@ -1,0 +1,428 @@
+"""The one Trainer: fit / evaluate / predict with pluggable training strategies (plain, OHEM, SAM).
+
+A strategy owns what happens in one optimisation step; the Trainer owns the loop, history, LR schedule,
+checkpoints (atomic ``last.pt`` / ``best.pt``) and resume. Later notebooks add strategies (BBN mixing,
+COT alternation) with ``register_strategy`` instead of copying the loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .optim import LRSchedule, bn_stats_frozen
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing or does not fit the model."""
+
+
+# ---------------------------------------------------------------------------------------------- strategies
+class TrainStrategy:
+    """One optimisation step on a batch. Subclasses override ``train_step`` and optionally the hooks."""
+
+    name = "plain"
+
+    def on_epoch_start(self, trainer: Trainer, epoch_index: int) -> None:
+        """Called before each epoch (0-based index)."""
+
+    def history_fields(self) -> dict[str, float]:
+        """Extra per-epoch values for the history (e.g. the OHEM ratio)."""
+        return {}
+
+    def train_step(self, trainer: Trainer, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return (detached mean loss, detached logits)."""
+        trainer.optimizer.zero_grad(set_to_none=True)
+        with trainer.autocast():
+            logits = trainer.model(x)
+            loss = trainer.loss_fn(logits, y)
+        loss.backward()
+        trainer.clip_gradients()
+        trainer.optimizer.step()
+        return loss.detach(), logits.detach()
+
+
+class OHEMStrategy(TrainStrategy):
+    """Plain step with an OHEM loss whose keep ratio follows a per-epoch schedule."""
+
+    name = "ohem"
+
+    def __init__(self, schedule: Callable[[int], float]):
+        self.schedule = schedule
+        self.ratio = 1.0
+
+    def on_epoch_start(self, trainer: Trainer, epoch_index: int) -> None:
+        if not hasattr(trainer.loss_fn, "ratio"):
+            raise TypeError("the OHEM strategy needs a loss with a `ratio` attribute (loss: ohem)")
+        self.ratio = float(self.schedule(epoch_index))
+        trainer.loss_fn.ratio = max(self.ratio, 1e-12)
+
+    def history_fields(self) -> dict[str, float]:
+        return {"ohem_ratio": self.ratio}
+
+
+class SAMStrategy(TrainStrategy):
+    """Sharpness-aware minimisation: ascent step, second forward/backward at w + e, descent step.
+
+    BatchNorm running statistics are updated by the first pass only.
+    """
+
+    name = "sam"
+
+    def train_step(self, trainer: Trainer, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        opt = trainer.optimizer
+        if not hasattr(opt, "first_step"):
+            raise TypeError("the SAM strategy needs optimizer: sam")
+        opt.zero_grad(set_to_none=True)
+        with trainer.autocast():
+            logits = trainer.model(x)
+            loss = trainer.loss_fn(logits, y)
+        loss.backward()
+        opt.first_step(zero_grad=True)
+        with bn_stats_frozen(trainer.model), trainer.autocast():
+            trainer.loss_fn(trainer.model(x), y).backward()
+        trainer.clip_gradients()
+        opt.second_step(zero_grad=True)
+        return loss.detach(), logits.detach()
+
+
+_STRATEGIES: dict[str, Callable[..., TrainStrategy]] = {
+    "plain": TrainStrategy,
+    "ohem": OHEMStrategy,
+    "sam": SAMStrategy,
+}
+
+
+def register_strategy(name: str) -> Callable:
+    def wrap(factory: Callable[..., TrainStrategy]) -> Callable[..., TrainStrategy]:
+        _STRATEGIES[name] = factory
+        return factory
+
+    return wrap
+
+
+def list_strategies() -> list[str]:
+    return sorted(_STRATEGIES)
+
+
+def create_strategy(name: str, **kwargs: Any) -> TrainStrategy:
+    if name not in _STRATEGIES:
+        raise ValueError(f"Unknown strategy '{name}', expected one of ({', '.join(list_strategies())})")
+    return _STRATEGIES[name](**kwargs)
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def resolve_device(name: str = "auto") -> torch.device:
+    """'auto' picks cuda > mps > cpu; anything else is passed to torch.device (errors name the value)."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ValueError(f"parameter 'device': expected auto, cpu, cuda, cuda:N or mps, got {name!r}") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"parameter 'device': {name!r} asked for, but no CUDA device is available")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` to a temporary file in the same folder, then rename: never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def _rng_state() -> dict[str, Any]:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return getattr(model, "module", model)
+
+
+# ---------------------------------------------------------------------------------------------- trainer
+class Trainer:
+    """Train a classifier; one history row per epoch; ``best.pt`` by validation top-1, ``last.pt`` every epoch."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        loss_fn: nn.Module,
+        *,
+        epochs: int,
+        scheduler: LRSchedule | None = None,
+        strategy: TrainStrategy | None = None,
+        device: str | torch.device = "cpu",
+        run_dir: str | Path | None = None,
+        seed: int = 0,
+        progress: bool = True,
+        grad_clip: float | None = None,
+        amp: bool = False,
+        log: Callable[[str], None] | None = print,
+        checkpoint_extra: dict[str, Any] | None = None,
+    ):
+        self.device = torch.device(device) if not isinstance(device, torch.device) else device
+        self.model = model.to(self.device)
+        self.optimizer = optimizer
+        self.loss_fn = loss_fn.to(self.device) if isinstance(loss_fn, nn.Module) else loss_fn
+        self.epochs = epochs
+        self.scheduler = scheduler
+        self.strategy = strategy or TrainStrategy()
+        self.run_dir = Path(run_dir) if run_dir else None
+        self.seed = seed
+        self.progress = progress
+        self.grad_clip = grad_clip
+        self.amp = amp
+        self.log = log or (lambda msg: None)
+        self.checkpoint_extra = dict(checkpoint_extra or {})
+        self.history: list[dict[str, float]] = []
+        self.epoch = 0  # epochs completed
+        self.best_metric = -math.inf
+        self.best_epoch = 0
+
+    # ------------------------------------------------------------------ small pieces
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        if self.amp and self.device.type == "cpu":
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def clip_gradients(self) -> None:
+        if self.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+
+    @property
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    @property
+    def checkpoint_dir(self) -> Path | None:
+        return self.run_dir / "checkpoints" if self.run_dir else None
+
+    def _to_device(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = batch[0], batch[1]
+        non_blocking = self.device.type == "cuda"
+        return x.to(self.device, non_blocking=non_blocking), y.to(self.device, non_blocking=non_blocking)
+
+    def _bar(self, loader: Iterable, desc: str) -> Iterable:
+        if not self.progress:
+            return loader
+        try:  # widget bars in Jupyter when ipywidgets is there, plain text bars otherwise
+            import ipywidgets  # noqa: F401
+            from tqdm.auto import tqdm
+        except ImportError:
+            from tqdm import tqdm
+
+        return tqdm(loader, desc=desc, leave=False, dynamic_ncols=True)
+
+    # ------------------------------------------------------------------ training
+    def fit(self, train_loader: Iterable, val_loader: Iterable | None = None) -> list[dict[str, float]]:
+        """Train from ``self.epoch`` to ``self.epochs``; returns the history (one dict per epoch)."""
+        while self.epoch < self.epochs:
+            index = self.epoch
+            # Each epoch draws from its own seed, so a resumed run repeats the uninterrupted one.
+            seed_everything(self.seed * 1000 + index)
+            generator = getattr(train_loader, "generator", None)
+            if isinstance(generator, torch.Generator):  # shuffling order and worker seeds
+                generator.manual_seed(self.seed * 1000 + index)
+            self.strategy.on_epoch_start(self, index)
+            lr = self.lr
+            start = time.perf_counter()
+            train = self._train_epoch(train_loader, index)
+            row: dict[str, float] = {"epoch": index + 1, "train_loss": train["loss"], "train_acc": train["top1"]}
+            if val_loader is not None:
+                val = self.evaluate(val_loader)
+                row.update(val_loss=val["loss"], val_acc=val["top1"], val_top5=val["top5"])
+            row["lr"] = lr
+            row.update(self.strategy.history_fields())
+            row["seconds"] = time.perf_counter() - start
+            self.history.append(row)
+            self.epoch = index + 1
+            if self.scheduler is not None:
+                self.scheduler.step_epoch(row.get("val_loss", row["train_loss"]))
+            self._after_epoch(row)
+        return self.history
+
+    def _train_epoch(self, loader: Iterable, index: int) -> dict[str, float]:
+        self.model.train()
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        seen = 0
+        for step, batch in enumerate(self._bar(loader, f"epoch {index + 1}/{self.epochs}")):
+            x, y = self._to_device(batch)
+            loss, logits = self.strategy.train_step(self, x, y)
+            if self.scheduler is not None:
+                self.scheduler.step_batch()
+            loss_sum += loss.float() * y.shape[0]
+            correct += (logits.argmax(1) == y).sum()
+            seen += y.shape[0]
+            if step == 0 and not torch.isfinite(loss):
+                self._diverged(index, step)
+        if seen == 0:
+            raise ValueError("the training loader yielded no batches (batch_size larger than the training set?)")
+        if not torch.isfinite(loss_sum):
+            self._diverged(index, None)
+        return {"loss": float(loss_sum) / seen, "top1": float(correct) / seen}
+
+    def _diverged(self, index: int, step: int | None) -> None:
+        where = f"epoch {index + 1}" + (f", step {step + 1}" if step is not None else "")
+        raise TrainingDiverged(
+            f"training loss became NaN/inf at {where}; the last good checkpoint is kept "
+            f"({self.checkpoint_dir / 'last.pt' if self.checkpoint_dir else 'no run_dir'}). Lower `lr`?"
+        )
+
+    def _after_epoch(self, row: dict[str, float]) -> None:
+        parts = [f"epoch {int(row['epoch'])}/{self.epochs}", f"train_loss {row['train_loss']:.4f}",
+                 f"train_acc {row['train_acc']:.3f}"]
+        if "val_loss" in row:
+            parts += [f"val_loss {row['val_loss']:.4f}", f"val_acc {row['val_acc']:.3f}"]
+        parts += [f"lr {row['lr']:.3g}", f"{row['seconds']:.1f}s"]
+        metric = row.get("val_acc", row["train_acc"])
+        improved = metric > self.best_metric
+        if improved:
+            self.best_metric, self.best_epoch = metric, int(row["epoch"])
+            parts.append("*")
+        self.log("  ".join(parts))
+        if self.run_dir is not None:
+            self.write_history(self.run_dir / "history.csv")
+            state = self.state_dict()
+            if improved:
+                atomic_torch_save(state, self.checkpoint_dir / "best.pt")
+            atomic_torch_save(state, self.checkpoint_dir / "last.pt")
+
+    def write_history(self, path: str | Path) -> Path:
+        """Write the history as CSV (atomic)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fields: list[str] = []
+        for row in self.history:
+            fields += [k for k in row if k not in fields]
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(self.history)
+        os.replace(tmp, path)
+        return path
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def predict(self, loader: Iterable) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and targets for a whole loader (on the CPU)."""
+        self.model.eval()
+        logits, targets = [], []
+        for batch in loader:
+            x, y = self._to_device(batch)
+            with self.autocast():
+                out = self.model(x)
+            logits.append(out.float().cpu())
+            targets.append(y.cpu())
+        return torch.cat(logits), torch.cat(targets)
+
+    def evaluate(self, loader: Iterable) -> dict[str, float]:
+        """Mean cross-entropy, top-1 and top-5 accuracy."""
+        logits, targets = self.predict(loader)
+        k = min(5, logits.shape[1])
+        top5 = logits.topk(k, dim=1).indices.eq(targets[:, None]).any(1).float().mean()
+        return {
+            "loss": float(F.cross_entropy(logits, targets)),
+            "top1": float((logits.argmax(1) == targets).float().mean()),
+            "top5": float(top5),
+        }
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        model = _unwrap(self.model)
+        return {
+            "model": model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "epoch": self.epoch,
+            "history": self.history,
+            "best_metric": self.best_metric,
+            "best_epoch": self.best_epoch,
+            "rng": _rng_state(),
+            "num_classes": getattr(model, "num_classes", None),
+            "model_name": getattr(model, "name", type(model).__name__),
+            **self.checkpoint_extra,
+        }
+
+    def load_state_dict(self, state: dict[str, Any], source: str = "checkpoint") -> None:
+        model = _unwrap(self.model)
+        ours, theirs = getattr(model, "num_classes", None), state.get("num_classes")
+        if ours is not None and theirs is not None and ours != theirs:
+            raise CheckpointError(f"{source}: checkpoint has {theirs} classes, the model has {ours}")
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as exc:
+            raise CheckpointError(f"{source}: checkpoint does not fit the model: {str(exc)[:300]}") from None
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.epoch = int(state["epoch"])
+        self.history = list(state["history"])
+        self.best_metric = float(state["best_metric"])
+        self.best_epoch = int(state["best_epoch"])
+        _set_rng_state(state["rng"])
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        path = Path(path)
+        if not path.is_file():
+            raise CheckpointError(f"resume asked for, but there is no checkpoint at {path}")
+        self.load_state_dict(torch.load(path, map_location="cpu", weights_only=False), source=str(path))
+
+    def resume(self) -> None:
+        """Continue from ``run_dir/checkpoints/last.pt``."""
+        if self.checkpoint_dir is None:
+            raise CheckpointError("resume asked for, but the trainer has no run_dir")
+        self.load_checkpoint(self.checkpoint_dir / "last.pt")
+        self.log(f"resumed from {self.checkpoint_dir / 'last.pt'} after epoch {self.epoch}")
+
+    def load_best(self) -> None:
+        """Load the weights of ``best.pt`` (if it exists) into the model."""
+        if self.checkpoint_dir is None or not (self.checkpoint_dir / "best.pt").is_file():
+            return
+        state = torch.load(self.checkpoint_dir / "best.pt", map_location="cpu", weights_only=False)
+        _unwrap(self.model).load_state_dict(state["model"])

@@ -1,0 +1,1 @@
+"""One module per notebook: build and run an experiment from its parameters."""

@@ -1,0 +1,307 @@
+"""The bird experiment (CUB-200-2011 style): data, split, model, training strategy, CAM, metrics.
+
+Notebook use::
+
+    exp = BirdExperiment(params)     # data + 70/30 split list files + model + trainer
+    exp.figure_augmentations()
+    result = exp.run()               # train, evaluate the best checkpoint, CAM, metrics.json, figures
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from .. import plots
+from ..cam import compute_cams, overlay, pointing_game
+from ..config import BirdParams, ParameterError
+from ..data.datasets import (
+    ClassificationData,
+    DataError,
+    ImageListDataset,
+    ImageRecord,
+    open_classification_data,
+)
+from ..data.splits import random_split, write_list_file
+from ..data.transforms import build_transform, denormalize
+from ..engine import Trainer, create_strategy, resolve_device, seed_everything
+from ..losses import create_loss
+from ..losses.ohem import create_ohem_schedule
+from ..models import create_ensemble, create_model, data_config
+from ..optim import create_optimizer, create_scheduler
+from ..runs import embedded_data_dir, prepare_run_dir, write_metrics, write_params
+
+NOTEBOOK = "bird"
+EMBEDDED_SEED = 0
+
+
+def embedded_bird_root(classes: int, per_class: int, size: int) -> Path:
+    """The embedded synthetic CUB tree for these sizes, generated on first use (deterministic)."""
+    from ..data.synthetic import is_complete, write_cub
+
+    root = embedded_data_dir(f"cub-synthetic-c{classes}-k{per_class}-s{size}-seed{EMBEDDED_SEED}")
+    if not is_complete(root):
+        write_cub(root, classes=classes, per_class=per_class, size=size, seed=EMBEDDED_SEED)
+    return root
+
+
+@dataclass
+class BirdResult:
+    """What a finished run produced (also on disk in ``run_dir``)."""
+
+    run_dir: Path
+    metrics: dict[str, Any]
+    history: list[dict[str, float]]
+    figures: dict[str, Figure] = field(default_factory=dict)
+
+    def figure(self, name: str) -> Figure:
+        if name not in self.figures:
+            raise KeyError(f"no figure '{name}', expected one of ({', '.join(self.figures)})")
+        return self.figures[name]
+
+
+class BirdExperiment:
+    """Builds everything for one bird run from ``BirdParams``; failures are recorded in ``metrics.json``."""
+
+    def __init__(self, params: BirdParams | Mapping[str, Any]):
+        self.params = params if isinstance(params, BirdParams) else BirdParams.from_dict(params)
+        self.started = time.time()
+        self.run_dir = prepare_run_dir(NOTEBOOK, self.params.run_dir, resume=self.params.resume)
+        write_params(self.run_dir, self.params.to_dict())
+        self.figures: dict[str, Figure] = {}
+        try:
+            self._build()
+        except BaseException as exc:
+            self._record_failure(exc)
+            raise
+
+    # ------------------------------------------------------------------ construction
+    def _build(self) -> None:
+        p = self.params
+        if p.loss != "ohem" and p.ohem_schedule != "none":
+            raise ParameterError(f"parameter 'ohem_schedule': {p.ohem_schedule!r} needs loss: ohem")
+        if p.optimizer == "sam" and p.loss == "ohem":
+            raise ParameterError("parameter 'optimizer': sam cannot be combined with loss: ohem")
+        seed_everything(p.seed)
+        self.device = resolve_device(p.device)
+        self.data_root = (
+            Path(p.data_root).expanduser()
+            if p.data_root
+            else embedded_bird_root(p.synth_classes, p.synth_per_class, p.synth_size)
+        )
+        self.data: ClassificationData = open_classification_data(self.data_root)
+        self.classes = self.data.classes
+        pool, test = self.data.split(True), self.data.split(False)
+        if not pool:
+            raise DataError(f"{self.data.root}: no training images (train_test_split.txt marks none as training)")
+        self.train_records, self.val_records = random_split(pool, p.val_fraction, p.seed)
+        self.test_records: list[ImageRecord] = test
+        splits = self.run_dir / "splits"
+        write_list_file(splits / "train.txt", self.data.items(self.train_records))
+        write_list_file(splits / "val.txt", self.data.items(self.val_records))
+        if test:
+            write_list_file(splits / "test.txt", self.data.items(test))
+
+        k = self.data.num_classes
+        if p.ensemble == "none":
+            self.model = create_model(p.model, k, pretrained=p.pretrained, weights=p.weights, download=p.download)
+        else:
+            self.model = create_ensemble(p.ensemble, p.model, p.model_b, k, pretrained=p.pretrained, download=p.download)
+        cfg = data_config(self.model)
+        self.mean, self.std = cfg["mean"], cfg["std"]
+        self.train_tf = build_transform(p.augment, p.img_size, train=True, mean=self.mean, std=self.std)
+        self.eval_tf = build_transform(p.augment, p.img_size, train=False, mean=self.mean, std=self.std)
+        self.train_set = ImageListDataset(self.data.root, self.data.items(self.train_records), self.train_tf)
+        self.val_set = ImageListDataset(self.data.root, self.data.items(self.val_records), self.eval_tf)
+        self.test_set = ImageListDataset(self.data.root, self.data.items(test), self.eval_tf) if test else None
+        self.train_loader = self._loader(self.train_set, shuffle=True)
+        self.val_loader = self._loader(self.val_set, shuffle=False) if self.val_records else None
+        self.test_loader = self._loader(self.test_set, shuffle=False) if self.test_set else None
+
+        loss_kwargs: dict[str, Any] = {"label_smoothing": p.label_smoothing}
+        self.loss_fn = create_loss(p.loss, **loss_kwargs)
+        self.optimizer = create_optimizer(
+            p.optimizer, self.model.parameters(), lr=p.lr, weight_decay=p.weight_decay, momentum=p.momentum, rho=p.rho
+        )
+        sched_kwargs = {"t0": p.t0} if p.scheduler == "cosine_restarts" else {}
+        self.scheduler = create_scheduler(
+            p.scheduler, self.optimizer, epochs=p.epochs, steps_per_epoch=len(self.train_loader), **sched_kwargs
+        )
+        if p.optimizer == "sam":
+            self.strategy = create_strategy("sam")
+        elif p.loss == "ohem":
+            schedule = "constant" if p.ohem_schedule == "none" else p.ohem_schedule
+            self.ohem_schedule = create_ohem_schedule(schedule, p.epochs, ratio=p.ohem_ratio)
+            self.strategy = create_strategy("ohem", schedule=self.ohem_schedule)
+        else:
+            self.strategy = create_strategy("plain")
+        self.trainer = Trainer(
+            self.model,
+            self.optimizer,
+            self.loss_fn,
+            epochs=p.epochs,
+            scheduler=self.scheduler,
+            strategy=self.strategy,
+            device=self.device,
+            run_dir=self.run_dir,
+            seed=p.seed,
+            progress=p.progress,
+            checkpoint_extra={"params": p.to_dict(), "classes": self.classes},
+        )
+        if p.resume:
+            self.trainer.resume()
+
+    def _loader(self, dataset: ImageListDataset, shuffle: bool) -> DataLoader:
+        p = self.params
+        if shuffle and len(dataset) < p.batch_size:
+            raise ParameterError(
+                f"parameter 'batch_size': {p.batch_size} is larger than the training split ({len(dataset)} images); "
+                f"training drops the last incomplete batch, so no step would run"
+            )
+        generator = torch.Generator().manual_seed(p.seed)
+        return DataLoader(
+            dataset,
+            batch_size=p.batch_size,
+            shuffle=shuffle,
+            num_workers=p.num_workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=p.num_workers > 0,
+            generator=generator,
+            drop_last=shuffle,  # no size-1 batch reaches BatchNorm in training
+        )
+
+    # ------------------------------------------------------------------ views
+    def summary(self) -> dict[str, Any]:
+        """Sizes and settings at a glance."""
+        return {
+            "data_root": str(self.data.root),
+            "format": self.data.format,
+            "classes": self.data.num_classes,
+            "train / val / test images": (len(self.train_records), len(self.val_records), len(self.test_records)),
+            "model": getattr(self.model, "name", self.params.model),
+            "parameters (M)": round(sum(t.numel() for t in self.model.parameters()) / 1e6, 2),
+            "device": str(self.device),
+            "strategy": self.strategy.name,
+            "run_dir": str(self.run_dir),
+        }
+
+    def figure_augmentations(self, n: int = 12, seed: int = 0) -> Figure:
+        """Training images after the augmentation preset, with their class names."""
+        torch.manual_seed(seed)
+        idx = np.linspace(0, len(self.train_set) - 1, num=min(n, len(self.train_set))).astype(int)
+        images, titles = [], []
+        for i in idx:
+            x, y = self.train_set[int(i)]
+            images.append(denormalize(x, self.mean, self.std))
+            titles.append(self.classes[y][:28])
+        fig = plots.image_grid(images, titles, title=f"augmentation preset '{self.params.augment}'")
+        self._save("augmentations", fig)
+        return fig
+
+    def _save(self, name: str, fig: Figure) -> None:
+        self.figures[name] = fig
+        plots.save_figure(fig, self.run_dir / "figures" / f"{name}.png")
+
+    # ------------------------------------------------------------------ running
+    def run(self) -> BirdResult:
+        """Train, evaluate the best checkpoint, CAM + pointing game, figures and ``metrics.json``."""
+        try:
+            return self._run()
+        except BaseException as exc:
+            self._record_failure(exc)
+            raise
+
+    def _run(self) -> BirdResult:
+        p = self.params
+        history = self.trainer.fit(self.train_loader, self.val_loader)
+        self._save("learning_curves", plots.learning_curves(history, title=f"bird: {self.summary()['model']}"))
+        self._save("lr", plots.schedule_plot([r["lr"] for r in history], ylabel="learning rate",
+                                             title=f"LR ({p.scheduler})", log=True))
+        if p.loss == "ohem":
+            self._save("ohem_ratio", plots.schedule_plot(
+                self.ohem_schedule, p.epochs, ylabel="OHEM keep ratio", title=f"OHEM ratio ({p.ohem_schedule})",
+                observed=[r["ohem_ratio"] for r in history], first_epoch=1))
+        self.trainer.load_best()
+        best = max(history, key=lambda r: r.get("val_acc", r["train_acc"]))
+        metrics: dict[str, Any] = {
+            "epochs_run": len(history),
+            "best_epoch": self.trainer.best_epoch,
+            "num_classes": self.data.num_classes,
+            "chance_acc": 1.0 / self.data.num_classes,
+            "train_images": len(self.train_records),
+            "val_images": len(self.val_records),
+            "test_images": len(self.test_records),
+        }
+        if self.val_loader is not None:
+            val = self.trainer.evaluate(self.val_loader)
+            metrics.update(val_loss=val["loss"], val_top1_acc=val["top1"], val_top5_acc=val["top5"])
+        eval_loader, split = (self.test_loader, "test") if self.test_loader else (self.val_loader, "val")
+        final = self.trainer.evaluate(eval_loader) if eval_loader is not None else {
+            "top1": best["train_acc"], "top5": float("nan")}
+        metrics.update(eval_split=split, top1_acc=final["top1"], top5_acc=final["top5"], top1_error=1 - final["top1"])
+        if p.cam_images > 0 and self.val_records:
+            metrics["pointing_game"] = self._cam_report()
+        self.metrics = metrics
+        write_metrics(self.run_dir, notebook=NOTEBOOK, params=p.to_dict(), status="finished",
+                      seconds=time.time() - self.started, **metrics)
+        return BirdResult(self.run_dir, metrics, history, dict(self.figures))
+
+    def _cam_report(self, max_images: int = 200) -> float:
+        """CAM grid of the first ``cam_images`` validation images and the pointing game over up to 200."""
+        p = self.params
+        records = self.val_records[:max_images]
+        xs = torch.stack([self.val_set[i][0] for i in range(len(records))])
+        labels = [r.label for r in records]
+        cams = np.concatenate([
+            compute_cams(self.model, xs[i:i + 32], labels[i:i + 32]) for i in range(0, len(xs), 32)
+        ])
+        with torch.no_grad():
+            preds = self.trainer.predict([(xs, torch.tensor(labels))])[0].argmax(1).tolist()
+        points = [self._part_point(r) for r in records]
+        score = pointing_game(cams, points, radius=p.pointing_radius * p.img_size)
+        n = min(p.cam_images, len(records))
+        images = [overlay(denormalize(xs[i], self.mean, self.std), cams[i]) for i in range(n)]
+        titles = [f"true {self.classes[labels[i]][:16]}\npred {self.classes[preds[i]][:16]}" for i in range(n)]
+        colors = ["green" if preds[i] == labels[i] else "red" for i in range(n)]
+        suffix = "" if np.isnan(score) else f" — pointing game ({p.pointing_part}): {score:.2f}"
+        self._save("cam_grid", plots.image_grid(images, titles, colors=colors, points=points[:n], cols=4,
+                                                title=f"Grad-CAM for the true class{suffix}"))
+        return score
+
+    def _part_point(self, record: ImageRecord) -> tuple[float, float] | None:
+        """The pointing part's location in the eval-transformed (resized) image, if annotated."""
+        if self.params.pointing_part not in record.parts:
+            return None
+        with Image.open(self.data.root / record.relpath) as img:
+            width, height = img.size
+        x, y = record.parts[self.params.pointing_part]
+        s = self.params.img_size
+        return (x * s / width, y * s / height)
+
+    def _record_failure(self, exc: BaseException) -> None:
+        error = f"{type(exc).__name__}: {exc}"
+        write_metrics(
+            self.run_dir,
+            notebook=NOTEBOOK,
+            params=self.params.to_dict(),
+            status="failed",
+            seconds=time.time() - self.started,
+            error=error,
+            traceback=traceback.format_exc(limit=20),
+            epochs_run=len(getattr(getattr(self, "trainer", None), "history", []) or []),
+        )
+
+
+def run(params: BirdParams | Mapping[str, Any]) -> BirdResult:
+    """Build and run a bird experiment in one call."""
+    return BirdExperiment(params).run()

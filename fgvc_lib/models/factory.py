@@ -1,0 +1,168 @@
+"""Models by name: ``create_model(name, num_classes, pretrained=...)`` for timm and efficientnet-pytorch.
+
+Names: any timm model (``resnet50``, ``resnest50d``, ``tf_efficientnet_lite0`` ...) and the efficientnet-pytorch
+names ``efficientnet-b0`` ... ``efficientnet-b8`` (hyphen, as that package spells them). ``pretrained=True``
+never falls back to random weights silently: it loads offline weights, a local file, or downloads when
+``download=True``, else raises ``PretrainedWeightsUnavailable`` saying how to supply them.
+"""
+
+from __future__ import annotations
+
+import difflib
+from functools import lru_cache
+from typing import Any
+
+from torch import nn
+
+from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from .ensemble import FeatureConcatEnsemble, WeightedLogitEnsemble
+from .pretrained import (
+    OFFLINE_WEIGHTS,
+    PretrainedWeightsUnavailable,
+    load_lite0_imagenet,
+    load_weights_file,
+    unavailable_message,
+)
+from .wrappers import Classifier
+
+EFFICIENTNET_PYTORCH_NAMES = tuple(f"efficientnet-b{i}" for i in range(9))
+
+
+@lru_cache(maxsize=1)
+def _timm_names() -> tuple[str, ...]:
+    import timm
+
+    return tuple(timm.list_models())
+
+
+def list_models(pattern: str = "") -> list[str]:
+    """All model names the factory accepts (optionally filtered by a substring)."""
+    names = list(EFFICIENTNET_PYTORCH_NAMES) + list(_timm_names())
+    return [n for n in names if pattern in n]
+
+
+def _unknown(name: str) -> ValueError:
+    close = difflib.get_close_matches(name, list_models(), n=5, cutoff=0.6)
+    hint = f"; closest names: {', '.join(close)}" if close else ""
+    return ValueError(
+        f"Unknown model '{name}', expected a timm name (see fgvc_lib.models.list_models()) or one of "
+        f"{', '.join(EFFICIENTNET_PYTORCH_NAMES)}{hint}"
+    )
+
+
+def _timm_data_config(net: nn.Module) -> dict[str, Any]:
+    cfg = getattr(net, "pretrained_cfg", {}) or {}
+    return {
+        "mean": tuple(cfg.get("mean", IMAGENET_MEAN)),
+        "std": tuple(cfg.get("std", IMAGENET_STD)),
+        "input_size": tuple(cfg.get("input_size", (3, 224, 224))),
+        "interpolation": cfg.get("interpolation", "bilinear"),
+    }
+
+
+def create_model(
+    name: str,
+    num_classes: int,
+    *,
+    pretrained: bool = False,
+    weights: str = "",
+    download: bool = False,
+    **kwargs: Any,
+) -> Classifier:
+    """Build a classifier by name with ``num_classes`` outputs (0 = no classifier, features only).
+
+    ``weights`` is a local ImageNet checkpoint used when ``pretrained``; ``download`` allows the hub.
+    Extra keyword arguments go to the timm constructor (e.g. ``drop_rate``).
+    """
+    if num_classes < 0:
+        raise ValueError(f"num_classes: expected >= 0, got {num_classes}")
+    if name in EFFICIENTNET_PYTORCH_NAMES:
+        return _create_efficientnet_pytorch(name, num_classes, pretrained, weights, download)
+    if name not in _timm_names():
+        raise _unknown(name)
+    import timm
+
+    use_hub = pretrained and not weights and name not in OFFLINE_WEIGHTS
+    if use_hub and not download:
+        raise PretrainedWeightsUnavailable(unavailable_message(name))
+    net = timm.create_model(name, pretrained=use_hub, num_classes=num_classes, **kwargs)
+    if pretrained and weights:
+        load_weights_file(net, weights)
+    elif pretrained and name == "tf_efficientnet_lite0":
+        load_lite0_imagenet(net)
+    model = Classifier(net, "timm", name, num_classes, _timm_data_config(net))
+    if pretrained:
+        reset_head(model)
+    return model
+
+
+def reset_head(model: Classifier, std: float = 0.01) -> Classifier:
+    """Give a new classifier on pretrained features small weights and zero bias.
+
+    Default inits (timm's EfficientNet uses U(+-1/sqrt(num_classes))) start a 10-class head at logits of +-10
+    on ImageNet features, and the first epochs are spent undoing that.
+    """
+    head = model.classifier()
+    if isinstance(head, nn.Linear) and head.out_features != 1000:
+        nn.init.trunc_normal_(head.weight, std=std)
+        nn.init.zeros_(head.bias)
+    return model
+
+
+def _create_efficientnet_pytorch(
+    name: str, num_classes: int, pretrained: bool, weights: str, download: bool
+) -> Classifier:
+    from efficientnet_pytorch import EfficientNet
+
+    out = max(num_classes, 1)
+    if pretrained and not weights:
+        if not download:
+            raise PretrainedWeightsUnavailable(unavailable_message(name))
+        net = EfficientNet.from_pretrained(name, num_classes=out)
+    else:
+        net = EfficientNet.from_name(name, num_classes=out)
+        if pretrained:
+            load_weights_file(net, weights)
+    if num_classes == 0:
+        net._fc = nn.Identity()
+    config = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD, "input_size": (3, 224, 224), "interpolation": "bicubic"}
+    model = Classifier(net, "efficientnet_pytorch", name, num_classes, config)
+    model.num_features = net._bn1.num_features
+    return reset_head(model) if pretrained else model
+
+
+def create_ensemble(
+    kind: str,
+    name_a: str,
+    name_b: str,
+    num_classes: int,
+    *,
+    pretrained: bool = False,
+    download: bool = False,
+    hidden: int = 2048,
+) -> nn.Module:
+    """The report's ensembles: ``logits`` (learnable w mixes logits) or ``concat`` (features -> MLP head)."""
+    if kind == "logits":
+        a = create_model(name_a, num_classes, pretrained=pretrained, download=download)
+        b = create_model(name_b, num_classes, pretrained=pretrained, download=download)
+        return WeightedLogitEnsemble(a, b)
+    if kind == "concat":
+        a = create_model(name_a, 0, pretrained=pretrained, download=download)
+        b = create_model(name_b, 0, pretrained=pretrained, download=download)
+        return FeatureConcatEnsemble(a, b, num_classes, hidden=hidden)
+    raise ValueError(f"Unknown ensemble '{kind}', expected one of (logits, concat)")
+
+
+def data_config(model: nn.Module) -> dict[str, Any]:
+    """Preprocessing (mean, std, input size) the model's weights expect."""
+    return dict(getattr(model, "data_config", {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}))
+
+
+__all__ = [
+    "Classifier",
+    "PretrainedWeightsUnavailable",
+    "create_ensemble",
+    "create_model",
+    "data_config",
+    "list_models",
+]

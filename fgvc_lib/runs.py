@@ -1,0 +1,141 @@
+"""Run folders, the embedded-data location and ``metrics.json``: what every notebook writes, written safely."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+METRIC_KEYS = (
+    "top1_acc", "top5_acc", "top1_error", "val_loss", "ece", "micro_f1", "macro_f1", "exact_match",
+    "baseline_all_negative_acc", "pointing_game", "crop_iou", "head_acc", "medium_acc", "tail_acc",
+    "threshold_global",
+)
+
+
+class RunDirError(RuntimeError):
+    """The run folder cannot be used (not writable, or holds an earlier run's results)."""
+
+
+def project_root(start: str | Path | None = None) -> Path:
+    """The workbook checkout containing ``start`` (default: cwd), found by its ``pyproject.toml`` + ``fgvc_lib``."""
+    here = Path(start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "pyproject.toml").is_file() and (folder / "fgvc_lib").is_dir():
+            return folder
+    return here
+
+
+def outputs_root() -> Path:
+    """``$FGVC_OUTPUTS`` if set, else ``<project>/outputs`` (so notebooks run from notebooks/ write there too)."""
+    env = os.environ.get("FGVC_OUTPUTS")
+    return Path(env).expanduser().resolve() if env else project_root() / "outputs"
+
+
+def embedded_data_dir(name: str) -> Path:
+    """Where a generated embedded data set lives (git-ignored)."""
+    return outputs_root() / "data" / name
+
+
+def new_run_id() -> str:
+    return _dt.datetime.now().strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+
+
+def _check_writable(folder: Path) -> None:
+    probe = folder / f".write-test-{os.getpid()}"
+    try:
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise RunDirError(f"run_dir {folder} is not writable ({exc.strerror}); choose another `run_dir`") from None
+
+
+def prepare_run_dir(notebook: str, run_dir: str | Path = "", *, resume: bool = False) -> Path:
+    """Create the run folder: ``run_dir`` if given, else ``outputs/runs/<notebook>/<run-id>``.
+
+    A folder holding a finished or failed run (its ``metrics.json``) is never reused unless ``resume``.
+    """
+    if run_dir:
+        folder = Path(run_dir).expanduser().resolve()
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RunDirError(f"run_dir {folder} cannot be created ({exc.strerror})") from None
+        if (folder / "metrics.json").exists() and not resume:
+            raise RunDirError(
+                f"run_dir {folder} already holds a run (metrics.json); pick a new run_dir, leave it empty for a "
+                f"fresh run id, or set resume: true to continue it"
+            )
+    else:
+        if resume:
+            raise RunDirError("resume: true needs the `run_dir` of the run to continue")
+        base = outputs_root() / "runs" / notebook
+        base.mkdir(parents=True, exist_ok=True)
+        while True:
+            folder = base / new_run_id()
+            try:
+                folder.mkdir()
+                break
+            except FileExistsError:
+                continue
+    _check_writable(folder)
+    (folder / "figures").mkdir(exist_ok=True)
+    (folder / "checkpoints").mkdir(exist_ok=True)
+    return folder
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):
+        return value.item()
+    if isinstance(value, float) and value != value:  # NaN -> null keeps the file valid JSON
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_metrics(
+    run_dir: str | Path,
+    *,
+    notebook: str,
+    params: dict[str, Any],
+    status: str,
+    seconds: float,
+    error: str | None = None,
+    **metrics: Any,
+) -> Path:
+    """Write ``metrics.json`` with the shared keys (DESIGN.md) plus the run's flat metrics."""
+    if status not in ("finished", "failed", "running"):
+        raise ValueError(f"status: expected finished, failed or running, got {status!r}")
+    payload: dict[str, Any] = {"notebook": notebook, "params": params, "status": status, "seconds": round(seconds, 2)}
+    if error:
+        payload["error"] = error
+    payload.update(metrics)
+    return write_text_atomic(Path(run_dir) / "metrics.json", json.dumps(_jsonable(payload), indent=2) + "\n")
+
+
+def write_params(run_dir: str | Path, params: dict[str, Any]) -> Path:
+    """The resolved parameters as ``params.yaml`` in the run folder."""
+    return write_text_atomic(Path(run_dir) / "params.yaml", yaml.safe_dump(_jsonable(params), sort_keys=False))
+
+
+def read_metrics(run_dir: str | Path) -> dict[str, Any]:
+    return json.loads((Path(run_dir) / "metrics.json").read_text())
