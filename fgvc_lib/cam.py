@@ -7,12 +7,13 @@ each CAM's maximum falls within a radius of a known part location.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch import nn
+
+from .registry import unknown_name_error
 
 CAM_METHODS = ("gradcam", "gradcam++", "hirescam", "layercam", "eigencam")
 
@@ -28,9 +29,7 @@ def _cam_class(method: str):
         "eigencam": pgc.EigenCAM,
     }
     if method not in table:
-        close = difflib.get_close_matches(method, list(table), n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise ValueError(f"Unknown CAM method '{method}', expected one of ({', '.join(table)}){hint}")
+        raise unknown_name_error("CAM method", method, table)
     return table[method]
 
 

@@ -7,7 +7,6 @@ must equal the notebook's ``parameters`` cell (a test checks this through ``pape
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import types
 import typing
 from collections.abc import Mapping
@@ -16,6 +15,8 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import yaml
+
+from .registry import did_you_mean
 
 
 class ParameterError(ValueError):
@@ -54,8 +55,7 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
         text = str(value).strip() if isinstance(value, (str, int, float)) else value
         if text in choices:
             return text
-        close = difflib.get_close_matches(str(text), [str(c) for c in choices], n=1)
-        raise fail(f"; did you mean {close[0]!r}?" if close else "")
+        raise fail(did_you_mean(str(text), choices))
     if origin in (list, tuple):
         (inner,) = typing.get_args(tp)[:1]
         items = value
@@ -143,10 +143,8 @@ class ExperimentParams:
         unknown = [k for k in merged if k not in types_]
         if unknown:
             key = unknown[0]
-            close = difflib.get_close_matches(key, list(types_), n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
             raise ParameterError(
-                f"unknown parameter '{key}' for notebook '{cls.NOTEBOOK or cls.__name__}'{hint} "
+                f"unknown parameter '{key}' for notebook '{cls.NOTEBOOK or cls.__name__}'{did_you_mean(key, types_)} "
                 f"(known: {', '.join(sorted(types_))})"
             )
         kwargs = {k: coerce(k, v, types_[k]) for k, v in merged.items()}

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .optim import LRSchedule, bn_stats_frozen
+from .registry import unknown_name_error
 
 
 class TrainingDiverged(RuntimeError):
@@ -123,7 +124,7 @@ def list_strategies() -> list[str]:
 
 def create_strategy(name: str, **kwargs: Any) -> TrainStrategy:
     if name not in _STRATEGIES:
-        raise ValueError(f"Unknown strategy '{name}', expected one of ({', '.join(list_strategies())})")
+        raise unknown_name_error("strategy", name, list_strategies())
     return _STRATEGIES[name](**kwargs)
 
 

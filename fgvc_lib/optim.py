@@ -7,14 +7,14 @@ Registries follow the timm style: ``create_optimizer`` / ``list_optimizers`` and
 from __future__ import annotations
 
 import contextlib
-import difflib
-import inspect
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer, lr_scheduler
+
+from .registry import check_kwargs, unknown_name_error
 
 __all__ = [
     "SAM",
@@ -31,27 +31,8 @@ __all__ = [
 ]
 
 
-def _unknown_name_error(kind: str, name: str, choices: list[str]) -> ValueError:
-    """Build the ``Unknown <kind> 'name'`` error with the closest registered name, if any."""
-    msg = f"Unknown {kind} {name!r}, expected one of ({', '.join(choices)})"
-    close = difflib.get_close_matches(str(name), choices, n=1)
-    if close:
-        msg += f"; did you mean {close[0]!r}?"
-    return ValueError(msg)
 
 
-def _check_kwargs(kind: str, name: str, factory: Callable[..., Any], kwargs: dict[str, Any]) -> None:
-    """Raise TypeError naming any keyword ``factory`` does not accept (no-op if it takes ``**kwargs``)."""
-    params = inspect.signature(factory).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
-    accepted = [n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
-    unknown = [k for k in kwargs if k not in accepted]
-    if unknown:
-        raise TypeError(
-            f"Unknown argument(s) {', '.join(repr(k) for k in unknown)} for {kind} {name!r}; "
-            f"accepted: ({', '.join(accepted)})"
-        )
 
 
 # --------------------------------------------------------------------------------------------------- SAM
@@ -242,7 +223,7 @@ def create_optimizer(
 ) -> Optimizer:
     """Build optimizer ``name``; hyper-parameters it does not use (e.g. ``rho`` for ``sgd``) are ignored."""
     if name not in _OPTIMIZERS:
-        raise _unknown_name_error("optimizer", name, list_optimizers())
+        raise unknown_name_error("optimizer", name, list_optimizers())
     hp = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, rho=rho, betas=tuple(betas), eps=eps)
     return _OPTIMIZERS[name](params, nesterov=nesterov, **hp)
 
@@ -411,11 +392,11 @@ def create_scheduler(
 ) -> LRSchedule:
     """Build LR schedule ``name``; a SAM optimizer is scheduled through its base optimizer (shared groups)."""
     if name not in _SCHEDULERS:
-        raise _unknown_name_error("LR scheduler", name, list_schedulers())
+        raise unknown_name_error("LR scheduler", name, list_schedulers())
     if epochs < 1 or steps_per_epoch < 1:
         raise ValueError(f"epochs and steps_per_epoch must be >= 1, got {epochs} and {steps_per_epoch}")
     factory = _SCHEDULERS[name]
-    _check_kwargs("LR scheduler", name, factory, {"epochs": 0, "steps_per_epoch": 0, **kw})
+    check_kwargs("LR scheduler", name, factory, {"epochs": 0, "steps_per_epoch": 0, **kw})
     if isinstance(optimizer, SAM):
         optimizer = optimizer.base_optimizer
     return factory(optimizer, epochs=epochs, steps_per_epoch=steps_per_epoch, **kw)

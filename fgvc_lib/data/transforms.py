@@ -6,13 +6,14 @@ from the model's ``pretrained_cfg`` (see ``fgvc_lib.models.factory.data_config``
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 from torchvision import transforms as T
+
+from ..registry import unknown_name_error
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -113,9 +114,7 @@ def build_transform(
 ) -> Callable:
     """Training transform of a named preset, or the shared eval transform (Resize + normalise)."""
     if preset not in _PRESETS:
-        close = difflib.get_close_matches(preset, list(_PRESETS), n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise ValueError(f"Unknown augmentation preset '{preset}', expected one of ({', '.join(list_presets())}){hint}")
+        raise unknown_name_error("augmentation preset", preset, list_presets())
     return _PRESETS[preset](img_size, mean, std) if train else _eval(img_size, mean, std)
 
 

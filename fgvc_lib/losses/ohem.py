@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fgvc_lib.losses import _unknown_name_error, register_loss
+from fgvc_lib.losses import register_loss
+from fgvc_lib.registry import unknown_name_error
 
 __all__ = [
     "OHEMLoss",
@@ -171,7 +172,7 @@ def create_ohem_schedule(
     ``step`` uses the report's milestones scaled by total_epochs / reference_epochs (see scale_milestones).
     """
     if name not in _SCHEDULES:
-        raise _unknown_name_error("OHEM schedule", name, list_ohem_schedules())
+        raise unknown_name_error("OHEM schedule", name, list_ohem_schedules())
     if total_epochs < 1:
         raise ValueError(f"total_epochs must be >= 1, got {total_epochs}")
     if name == "none":

@@ -8,13 +8,13 @@ never falls back to random weights silently: it loads offline weights, a local f
 
 from __future__ import annotations
 
-import difflib
 from functools import lru_cache
 from typing import Any
 
 from torch import nn
 
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from ..registry import closest
 from .ensemble import FeatureConcatEnsemble, WeightedLogitEnsemble
 from .pretrained import (
     OFFLINE_WEIGHTS,
@@ -42,7 +42,7 @@ def list_models(pattern: str = "") -> list[str]:
 
 
 def _unknown(name: str) -> ValueError:
-    close = difflib.get_close_matches(name, list_models(), n=5, cutoff=0.6)
+    close = closest(name, list_models(), n=5)
     hint = f"; closest names: {', '.join(close)}" if close else ""
     return ValueError(
         f"Unknown model '{name}', expected a timm name (see fgvc_lib.models.list_models()) or one of "
