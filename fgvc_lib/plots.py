@@ -95,7 +95,7 @@ def image_grid(
     n = len(images)
     cols = max(1, min(cols, n))
     rows = max(1, math.ceil(n / cols))
-    fig = Figure(figsize=(2.1 * cols, 2.3 * rows))
+    fig = Figure(figsize=(2.2 * cols, 2.5 * rows))
     axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
     for i, ax in enumerate(axes):
         ax.axis("off")

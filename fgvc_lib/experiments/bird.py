@@ -203,7 +203,7 @@ class BirdExperiment:
         for i in idx:
             x, y = self.train_set[int(i)]
             images.append(denormalize(x, self.mean, self.std))
-            titles.append(self.classes[y][:28])
+            titles.append(self.short_name(y))
         fig = plots.image_grid(images, titles, title=f"augmentation preset '{self.params.augment}'")
         self._save("augmentations", fig)
         return fig
@@ -257,26 +257,32 @@ class BirdExperiment:
         return BirdResult(self.run_dir, metrics, history, dict(self.figures))
 
     def _cam_report(self, max_images: int = 200) -> float:
-        """CAM grid of the first ``cam_images`` validation images and the pointing game over up to 200."""
+        """CAM grid of ``cam_images`` validation images (spread over classes), pointing game over up to 200."""
         p = self.params
-        records = self.val_records[:max_images]
-        xs = torch.stack([self.val_set[i][0] for i in range(len(records))])
+        picks = np.unique(np.linspace(0, len(self.val_records) - 1, num=min(max_images, len(self.val_records))).astype(int))
+        records = [self.val_records[i] for i in picks]
+        xs = torch.stack([self.val_set[int(i)][0] for i in picks])
         labels = [r.label for r in records]
         cams = np.concatenate([
             compute_cams(self.model, xs[i:i + 32], labels[i:i + 32]) for i in range(0, len(xs), 32)
         ])
-        with torch.no_grad():
-            preds = self.trainer.predict([(xs, torch.tensor(labels))])[0].argmax(1).tolist()
+        preds = self.trainer.predict([(xs, torch.tensor(labels))])[0].argmax(1).tolist()
         points = [self._part_point(r) for r in records]
         score = pointing_game(cams, points, radius=p.pointing_radius * p.img_size)
-        n = min(p.cam_images, len(records))
-        images = [overlay(denormalize(xs[i], self.mean, self.std), cams[i]) for i in range(n)]
-        titles = [f"true {self.classes[labels[i]][:16]}\npred {self.classes[preds[i]][:16]}" for i in range(n)]
-        colors = ["green" if preds[i] == labels[i] else "red" for i in range(n)]
-        suffix = "" if np.isnan(score) else f" — pointing game ({p.pointing_part}): {score:.2f}"
-        self._save("cam_grid", plots.image_grid(images, titles, colors=colors, points=points[:n], cols=4,
-                                                title=f"Grad-CAM for the true class{suffix}"))
+        shown = np.unique(np.linspace(0, len(records) - 1, num=min(p.cam_images, len(records))).astype(int))
+        images = [overlay(denormalize(xs[i], self.mean, self.std), cams[i]) for i in shown]
+        titles = [f"true {self.short_name(labels[i])}\npred {self.short_name(preds[i])}" for i in shown]
+        colors = ["green" if preds[i] == labels[i] else "red" for i in shown]
+        suffix = "" if np.isnan(score) else f" - pointing game ({p.pointing_part}): {score:.2f}"
+        self._save("cam_grid", plots.image_grid(images, titles, colors=colors, points=[points[i] for i in shown],
+                                                cols=4, title=f"Grad-CAM for the true class{suffix}"))
         return score
+
+    def short_name(self, label: int, width: int = 22) -> str:
+        """A class name without CUB's ``NNN.`` prefix, cut to ``width`` characters."""
+        name = self.classes[label]
+        head, _, rest = name.partition(".")
+        return (rest if head.isdigit() and rest else name).replace("_Synthbird", "")[:width]
 
     def _part_point(self, record: ImageRecord) -> tuple[float, float] | None:
         """The pointing part's location in the eval-transformed (resized) image, if annotated."""

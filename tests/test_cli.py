@@ -1,0 +1,30 @@
+from fgvc_lib.cli import main
+from fgvc_lib.data.datasets import read_cub
+
+
+def test_synth_bird_writes_a_readable_cub_tree(tmp_path, capsys):
+    out = tmp_path / "cub"
+    assert main(["synth", "bird", "--out", str(out), "--classes", "4", "--per-class", "3", "--size", "40",
+                 "--seed", "5"]) == 0
+    data = read_cub(out)
+    assert data.num_classes == 4 and len(data.records) == 12
+    assert all("left wing" in r.parts for r in data.records)
+    assert str(out) in capsys.readouterr().out
+
+
+def test_synth_bad_argument_is_a_clear_error(tmp_path, capsys):
+    assert main(["synth", "bird", "--out", str(tmp_path / "x"), "--classes", "0"]) == 2
+    assert "classes" in capsys.readouterr().err
+
+
+def test_params_lists_every_parameter_with_help(capsys):
+    assert main(["params", "bird"]) == 0
+    out = capsys.readouterr().out
+    for name in ("data_root", "model", "epochs", "ohem_schedule", "run_dir"):
+        assert name in out
+    assert "report: 380" in out
+
+
+def test_unknown_notebook(capsys):
+    assert main(["params", "birds"]) == 2
+    assert "unknown notebook 'birds'" in capsys.readouterr().err
