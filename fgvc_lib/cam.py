@@ -87,4 +87,6 @@ def overlay(image: np.ndarray, cam: np.ndarray, image_weight: float = 0.5) -> np
     """Blend an RGB float image in [0, 1] (H, W, 3) with its CAM; returns uint8 RGB."""
     from pytorch_grad_cam.utils.image import show_cam_on_image
 
-    return show_cam_on_image(np.clip(image, 0, 1).astype(np.float32), cam, use_rgb=True, image_weight=image_weight)
+    return show_cam_on_image(
+        np.clip(image, 0, 1).astype(np.float32), cam, use_rgb=True, image_weight=image_weight
+    )

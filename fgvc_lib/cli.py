@@ -20,7 +20,9 @@ def notebook_path(name: str) -> Path:
         path = base / "notebooks" / f"{name}.ipynb"
         if path.is_file():
             return path
-    raise FileNotFoundError(f"notebook notebooks/{name}.ipynb not found next to fgvc_lib or in {project_root()}")
+    raise FileNotFoundError(
+        f"notebook notebooks/{name}.ipynb not found next to fgvc_lib or in {project_root()}"
+    )
 
 
 def _overrides(pairs: list[list[str]] | None) -> dict[str, Any]:
@@ -35,7 +37,12 @@ def _overrides(pairs: list[list[str]] | None) -> dict[str, Any]:
 
 
 def execute_notebook(
-    notebook: str, values: dict[str, Any], *, progress: bool = False, html: bool = True, log_output: bool = False
+    notebook: str,
+    values: dict[str, Any],
+    *,
+    progress: bool = False,
+    html: bool = True,
+    log_output: bool = False,
 ) -> Path:
     """Validate ``values`` against the notebook's parameter class, make the run folder and execute the
     notebook there with papermill (executed ``.ipynb`` + ``.html`` land in the run folder). Returns it."""
@@ -80,7 +87,9 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     if args.dataset == "bird":
         from .data.synthetic import write_cub
 
-        root = write_cub(args.out, classes=args.classes, per_class=args.per_class, size=args.size, seed=args.seed)
+        root = write_cub(
+            args.out, classes=args.classes, per_class=args.per_class, size=args.size, seed=args.seed
+        )
         print(f"wrote a synthetic CUB-200-2011 tree to {root}")
         return 0
     raise SystemExit(f"unknown data set {args.dataset!r}")
@@ -122,10 +131,14 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--seed", type=int, default=0)
     synth.set_defaults(func=_cmd_synth)
 
-    run = sub.add_parser("run", help="execute a notebook with papermill into outputs/runs/<notebook>/<run-id>/")
+    run = sub.add_parser(
+        "run", help="execute a notebook with papermill into outputs/runs/<notebook>/<run-id>/"
+    )
     run.add_argument("notebook", help="bird")
     run.add_argument("-f", "--file", action="append", help="YAML parameter file (repeatable; later wins)")
-    run.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"), help="override a parameter")
+    run.add_argument(
+        "-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"), help="override a parameter"
+    )
     run.add_argument("--run-dir", default="", help="explicit run folder (default: a new run id)")
     run.add_argument("--progress", action="store_true", help="show progress bars")
     run.add_argument("--log-output", action="store_true", help="echo the notebook's output while it runs")

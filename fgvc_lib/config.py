@@ -117,7 +117,9 @@ class ExperimentParams:
 
     NOTEBOOK: ClassVar[str] = ""
 
-    data_root: str = param("", "data set root (CUB-200-2011 or ImageFolder); empty: the embedded synthetic set")
+    data_root: str = param(
+        "", "data set root (CUB-200-2011 or ImageFolder); empty: the embedded synthetic set"
+    )
     model: str = param("resnet18", "model name: timm name, efficientnet-bN, or torchvision:<name>")
     pretrained: bool = param(False, "load ImageNet weights (offline for tf_efficientnet_lite0)")
     img_size: int = param(224, "training/eval image side in pixels", min=16)
@@ -163,7 +165,9 @@ class ExperimentParams:
         except yaml.YAMLError as exc:
             raise ParameterError(f"parameter file {path} is not valid YAML: {exc}") from None
         if not isinstance(data, dict):
-            raise ParameterError(f"parameter file {path}: expected a mapping of name: value, got {type(data).__name__}")
+            raise ParameterError(
+                f"parameter file {path}: expected a mapping of name: value, got {type(data).__name__}"
+            )
         try:
             return cls.from_dict(data, **overrides)
         except ParameterError as exc:
@@ -180,7 +184,7 @@ class ExperimentParams:
         for name, value in namespace.items():
             if name.startswith("_") or name in _KERNEL_NAMES:
                 continue
-            if isinstance(value, (types.ModuleType, types.FunctionType, type)) or callable(value):
+            if isinstance(value, types.ModuleType) or callable(value):
                 continue
             values[name] = value
         missing = [k for k in types_ if k not in values]
@@ -227,19 +231,27 @@ class BirdParams(ExperimentParams):
     synth_classes: int = param(10, "embedded set: number of classes", min=2, max=200)
     synth_per_class: int = param(150, "embedded set: images per class", min=2)
     synth_size: int = param(128, "embedded set: image side in pixels", min=32)
-    val_fraction: float = param(0.3, "share of training images held out for validation (report: 0.3)", min=0.0, max=0.9)
+    val_fraction: float = param(
+        0.3, "share of training images held out for validation (report: 0.3)", min=0.0, max=0.9
+    )
     augment: str = param("bird", "augmentation preset: bird | light | none")
     loss: Literal["ce", "ohem"] = param("ce", "ce | ohem")
     label_smoothing: float = param(0.0, "label smoothing for CE/OHEM (SAM recipe: 0.1)", min=0.0, max=0.99)
-    ohem_schedule: Literal["none", "constant", "cyclical", "step"] = param("none", "OHEM ratio: none | constant | cyclical | step")
+    ohem_schedule: Literal["none", "constant", "cyclical", "step"] = param(
+        "none", "OHEM ratio: none | constant | cyclical | step"
+    )
     ohem_ratio: float = param(0.7, "keep ratio when ohem_schedule is constant", min=0.0, max=1.0)
     optimizer: Literal["sgd", "adam", "adamw", "sam"] = param("sgd", "sgd | adam | adamw | sam (SGD base)")
     momentum: float = param(0.9, "SGD momentum", min=0.0)
     weight_decay: float = param(1e-5, "weight decay", min=0.0)
     rho: float = param(0.05, "SAM neighbourhood size", min=0.0)
-    scheduler: Literal["none", "plateau", "cosine_restarts", "cosine"] = param("plateau", "LR: none | plateau | cosine_restarts | cosine")
+    scheduler: Literal["none", "plateau", "cosine_restarts", "cosine"] = param(
+        "plateau", "LR: none | plateau | cosine_restarts | cosine"
+    )
     t0: int = param(10, "cosine_restarts: epochs per cycle", min=1)
-    ensemble: Literal["none", "logits", "concat"] = param("none", "two-model ensemble: none | logits | concat")
+    ensemble: Literal["none", "logits", "concat"] = param(
+        "none", "two-model ensemble: none | logits | concat"
+    )
     model_b: str = param("resnest50d", "second model of the ensemble")
     num_workers: int = param(2, "DataLoader worker processes", min=0)
     cam_images: int = param(8, "validation images in the CAM grid", min=0)

@@ -47,7 +47,9 @@ class TrainStrategy:
         """Extra per-epoch values for the history (e.g. the OHEM ratio)."""
         return {}
 
-    def train_step(self, trainer: Trainer, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def train_step(
+        self, trainer: Trainer, x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (detached mean loss, detached logits)."""
         trainer.optimizer.zero_grad(set_to_none=True)
         with trainer.autocast():
@@ -86,7 +88,9 @@ class SAMStrategy(TrainStrategy):
 
     name = "sam"
 
-    def train_step(self, trainer: Trainer, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def train_step(
+        self, trainer: Trainer, x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         opt = trainer.optimizer
         if not hasattr(opt, "first_step"):
             raise TypeError("the SAM strategy needs optimizer: sam")
@@ -140,7 +144,9 @@ def resolve_device(name: str = "auto") -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError as exc:
-        raise ValueError(f"parameter 'device': expected auto, cpu, cuda, cuda:N or mps, got {name!r}") from exc
+        raise ValueError(
+            f"parameter 'device': expected auto, cpu, cuda, cuda:N or mps, got {name!r}"
+        ) from exc
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"parameter 'device': {name!r} asked for, but no CUDA device is available")
     return device
@@ -272,7 +278,11 @@ class Trainer:
             lr = self.lr
             start = time.perf_counter()
             train = self._train_epoch(train_loader, index)
-            row: dict[str, float] = {"epoch": index + 1, "train_loss": train["loss"], "train_acc": train["top1"]}
+            row: dict[str, float] = {
+                "epoch": index + 1,
+                "train_loss": train["loss"],
+                "train_acc": train["top1"],
+            }
             if val_loader is not None:
                 val = self.evaluate(val_loader)
                 row.update(val_loss=val["loss"], val_acc=val["top1"], val_top5=val["top5"])
@@ -302,7 +312,9 @@ class Trainer:
             if step == 0 and not torch.isfinite(loss):
                 self._diverged(index, step)
         if seen == 0:
-            raise ValueError("the training loader yielded no batches (batch_size larger than the training set?)")
+            raise ValueError(
+                "the training loader yielded no batches (batch_size larger than the training set?)"
+            )
         if not torch.isfinite(loss_sum):
             self._diverged(index, None)
         return {"loss": float(loss_sum) / seen, "top1": float(correct) / seen}
@@ -315,8 +327,11 @@ class Trainer:
         )
 
     def _after_epoch(self, row: dict[str, float]) -> None:
-        parts = [f"epoch {int(row['epoch'])}/{self.epochs}", f"train_loss {row['train_loss']:.4f}",
-                 f"train_acc {row['train_acc']:.3f}"]
+        parts = [
+            f"epoch {int(row['epoch'])}/{self.epochs}",
+            f"train_loss {row['train_loss']:.4f}",
+            f"train_acc {row['train_acc']:.3f}",
+        ]
         if "val_loss" in row:
             parts += [f"val_loss {row['val_loss']:.4f}", f"val_acc {row['val_acc']:.3f}"]
         parts += [f"lr {row['lr']:.3g}", f"{row['seconds']:.1f}s"]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 
 def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
@@ -31,12 +32,15 @@ def learning_curves(history: Sequence[Mapping[str, float]], title: str = "") -> 
     """Loss and accuracy per epoch, train vs validation."""
     fig = Figure(figsize=(10, 3.6))
     epochs = _column(history, "epoch")
-    for ax, metric, label in zip(fig.subplots(1, 2), ("loss", "acc"), ("loss", "top-1 accuracy"), strict=False):
+    for ax, metric, label in zip(
+        fig.subplots(1, 2), ("loss", "acc"), ("loss", "top-1 accuracy"), strict=False
+    ):
         for split, style in (("train", "-o"), ("val", "-s")):
             values = _column(history, f"{split}_{metric}")
             if not np.all(np.isnan(values)):
                 ax.plot(epochs, values, style, ms=3, label=split)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend()
@@ -74,6 +78,7 @@ def schedule_plot(
     if log:
         ax.set_yscale("log")
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     if title:
@@ -95,7 +100,7 @@ def image_grid(
     n = len(images)
     cols = max(1, min(cols, n))
     rows = max(1, math.ceil(n / cols))
-    fig = Figure(figsize=(2.2 * cols, 2.5 * rows))
+    fig = Figure(figsize=(2.2 * cols, 2.75 * rows))
     axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
     for i, ax in enumerate(axes):
         ax.axis("off")

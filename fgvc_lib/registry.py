@@ -22,7 +22,9 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
 def unknown_name_error(kind: str, name: str, choices: Iterable[str]) -> ValueError:
     """``Unknown <kind> 'name', expected one of (...)`` plus the closest registered name, if any."""
     choices = list(choices)
-    return ValueError(f"Unknown {kind} {name!r}, expected one of ({', '.join(choices)}){did_you_mean(name, choices)}")
+    return ValueError(
+        f"Unknown {kind} {name!r}, expected one of ({', '.join(choices)}){did_you_mean(name, choices)}"
+    )
 
 
 def check_kwargs(kind: str, name: str, factory: Callable[..., Any], kwargs: dict[str, Any]) -> None:

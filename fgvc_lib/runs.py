@@ -12,8 +12,20 @@ from typing import Any
 import yaml
 
 METRIC_KEYS = (
-    "top1_acc", "top5_acc", "top1_error", "val_loss", "ece", "micro_f1", "macro_f1", "exact_match",
-    "baseline_all_negative_acc", "pointing_game", "crop_iou", "head_acc", "medium_acc", "tail_acc",
+    "top1_acc",
+    "top5_acc",
+    "top1_error",
+    "val_loss",
+    "ece",
+    "micro_f1",
+    "macro_f1",
+    "exact_match",
+    "baseline_all_negative_acc",
+    "pointing_game",
+    "crop_iou",
+    "head_acc",
+    "medium_acc",
+    "tail_acc",
     "threshold_global",
 )
 
@@ -52,7 +64,9 @@ def _check_writable(folder: Path) -> None:
         probe.write_text("ok")
         probe.unlink()
     except OSError as exc:
-        raise RunDirError(f"run_dir {folder} is not writable ({exc.strerror}); choose another `run_dir`") from None
+        raise RunDirError(
+            f"run_dir {folder} is not writable ({exc.strerror}); choose another `run_dir`"
+        ) from None
 
 
 def prepare_run_dir(notebook: str, run_dir: str | Path = "", *, resume: bool = False) -> Path:
@@ -125,7 +139,12 @@ def write_metrics(
     """Write ``metrics.json`` with the shared keys (DESIGN.md) plus the run's flat metrics."""
     if status not in ("finished", "failed", "running"):
         raise ValueError(f"status: expected finished, failed or running, got {status!r}")
-    payload: dict[str, Any] = {"notebook": notebook, "params": params, "status": status, "seconds": round(seconds, 2)}
+    payload: dict[str, Any] = {
+        "notebook": notebook,
+        "params": params,
+        "status": status,
+        "seconds": round(seconds, 2),
+    }
     if error:
         payload["error"] = error
     payload.update(metrics)
@@ -134,7 +153,9 @@ def write_metrics(
 
 def write_params(run_dir: str | Path, params: dict[str, Any]) -> Path:
     """The resolved parameters as ``params.yaml`` in the run folder."""
-    return write_text_atomic(Path(run_dir) / "params.yaml", yaml.safe_dump(_jsonable(params), sort_keys=False))
+    return write_text_atomic(
+        Path(run_dir) / "params.yaml", yaml.safe_dump(_jsonable(params), sort_keys=False)
+    )
 
 
 def read_metrics(run_dir: str | Path) -> dict[str, Any]:

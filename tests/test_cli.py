@@ -4,8 +4,25 @@ from fgvc_lib.data.datasets import read_cub
 
 def test_synth_bird_writes_a_readable_cub_tree(tmp_path, capsys):
     out = tmp_path / "cub"
-    assert main(["synth", "bird", "--out", str(out), "--classes", "4", "--per-class", "3", "--size", "40",
-                 "--seed", "5"]) == 0
+    assert (
+        main(
+            [
+                "synth",
+                "bird",
+                "--out",
+                str(out),
+                "--classes",
+                "4",
+                "--per-class",
+                "3",
+                "--size",
+                "40",
+                "--seed",
+                "5",
+            ]
+        )
+        == 0
+    )
     data = read_cub(out)
     assert data.num_classes == 4 and len(data.records) == 12
     assert all("left wing" in r.parts for r in data.records)

@@ -118,7 +118,9 @@ def test_notebook_parameters_cell_matches_dataclass(notebook):
     defaults = cls().to_dict()
     assert set(inspected) == set(defaults)
     for name, info in inspected.items():
-        assert yaml.safe_load(info["default"]) == defaults[name] or eval(info["default"]) == defaults[name], name
+        assert yaml.safe_load(info["default"]) == defaults[name] or eval(info["default"]) == defaults[name], (
+            name
+        )
         assert info["help"], f"{name} has no help comment"
 
 

@@ -38,7 +38,9 @@ def _data(n=96, seed=0):
 
 
 def _loaders(seed=0):
-    train = DataLoader(_data(96, seed), batch_size=16, shuffle=True, generator=torch.Generator().manual_seed(1))
+    train = DataLoader(
+        _data(96, seed), batch_size=16, shuffle=True, generator=torch.Generator().manual_seed(1)
+    )
     val = DataLoader(_data(48, seed + 1), batch_size=16)
     return train, val
 
@@ -49,8 +51,18 @@ def _trainer(run_dir=None, epochs=4, strategy="plain", loss="ce", optimizer="sgd
     opt = create_optimizer(optimizer, model.parameters(), lr=0.1, momentum=0.9)
     sched = create_scheduler(scheduler, opt, epochs=epochs, steps_per_epoch=6)
     strat = create_strategy(strategy, **kw)
-    return Trainer(model, opt, create_loss(loss), epochs=epochs, scheduler=sched, strategy=strat,
-                   run_dir=run_dir, progress=False, log=None, seed=3)
+    return Trainer(
+        model,
+        opt,
+        create_loss(loss),
+        epochs=epochs,
+        scheduler=sched,
+        strategy=strat,
+        run_dir=run_dir,
+        progress=False,
+        log=None,
+        seed=3,
+    )
 
 
 def test_fit_learns_and_writes_history_and_checkpoints(tmp_path):
@@ -104,8 +116,15 @@ def test_resume_without_checkpoint_and_class_mismatch(tmp_path):
         _trainer(tmp_path / "empty").resume()
     trainer = _trainer(tmp_path / "a", epochs=1)
     trainer.fit(*_loaders())
-    other = Trainer(TinyNet(num_classes=5), torch.optim.SGD(TinyNet(5).parameters(), lr=0.1), nn.CrossEntropyLoss(),
-                    epochs=1, run_dir=tmp_path / "a", progress=False, log=None)
+    other = Trainer(
+        TinyNet(num_classes=5),
+        torch.optim.SGD(TinyNet(5).parameters(), lr=0.1),
+        nn.CrossEntropyLoss(),
+        epochs=1,
+        run_dir=tmp_path / "a",
+        progress=False,
+        log=None,
+    )
     with pytest.raises(CheckpointError, match="3 classes, the model has 5"):
         other.resume()
 

@@ -53,11 +53,24 @@ def test_unwritable_run_dir_as_file(tmp_path):
 
 
 def test_metrics_json_shared_keys_and_nan(tmp_path):
-    write_metrics(tmp_path, notebook="bird", params={"lr": 0.1}, status="failed", seconds=2.345,
-                  error="ValueError: x", top1_acc=float("nan"))
+    write_metrics(
+        tmp_path,
+        notebook="bird",
+        params={"lr": 0.1},
+        status="failed",
+        seconds=2.345,
+        error="ValueError: x",
+        top1_acc=float("nan"),
+    )
     data = json.loads((tmp_path / "metrics.json").read_text())
-    assert data == {"notebook": "bird", "params": {"lr": 0.1}, "status": "failed", "seconds": 2.35,
-                    "error": "ValueError: x", "top1_acc": None}
+    assert data == {
+        "notebook": "bird",
+        "params": {"lr": 0.1},
+        "status": "failed",
+        "seconds": 2.35,
+        "error": "ValueError: x",
+        "top1_acc": None,
+    }
     assert not list(tmp_path.glob(".*tmp*"))
     with pytest.raises(ValueError, match="status"):
         write_metrics(tmp_path, notebook="bird", params={}, status="done", seconds=0)

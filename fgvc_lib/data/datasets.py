@@ -107,7 +107,9 @@ class ImageListDataset:
 
 
 # ---------------------------------------------------------------------------------------------- CUB
-def _read_table(path: Path, fields: int, what: str, rest_is_text: bool = False) -> list[tuple[int, list[str]]]:
+def _read_table(
+    path: Path, fields: int, what: str, rest_is_text: bool = False
+) -> list[tuple[int, list[str]]]:
     """Read a whitespace-separated CUB list file; returns (line number, fields) pairs."""
     if not path.is_file():
         raise DataError(f"{path}: missing CUB-200-2011 list file ({what}); is the data root a CUB tree?")
@@ -253,7 +255,9 @@ def read_image_folder(root: str | Path) -> ClassificationData:
         splits = [(root, True)]
     classes = [p.name for p in _class_folders(splits[0][0])]
     if not classes:
-        raise DataError(f"{splits[0][0]}: no class sub-folders; expected <class>/<image> (ImageFolder layout)")
+        raise DataError(
+            f"{splits[0][0]}: no class sub-folders; expected <class>/<image> (ImageFolder layout)"
+        )
     index = {name: i for i, name in enumerate(classes)}
     records: list[ImageRecord] = []
     for folder, train in splits:

@@ -75,7 +75,11 @@ def _bird_train(img_size: int, mean: Sequence[float], std: Sequence[float]) -> T
 
 def _light_train(img_size: int, mean: Sequence[float], std: Sequence[float]) -> T.Compose:
     return T.Compose(
-        [T.RandomResizedCrop(img_size, scale=(0.35, 1.0)), T.RandomHorizontalFlip(), *_finish(img_size, mean, std)]
+        [
+            T.RandomResizedCrop(img_size, scale=(0.35, 1.0)),
+            T.RandomHorizontalFlip(),
+            *_finish(img_size, mean, std),
+        ]
     )
 
 

@@ -103,7 +103,9 @@ class BirdExperiment:
         self.classes = self.data.classes
         pool, test = self.data.split(True), self.data.split(False)
         if not pool:
-            raise DataError(f"{self.data.root}: no training images (train_test_split.txt marks none as training)")
+            raise DataError(
+                f"{self.data.root}: no training images (train_test_split.txt marks none as training)"
+            )
         self.train_records, self.val_records = random_split(pool, p.val_fraction, p.seed)
         self.test_records: list[ImageRecord] = test
         splits = self.run_dir / "splits"
@@ -114,16 +116,22 @@ class BirdExperiment:
 
         k = self.data.num_classes
         if p.ensemble == "none":
-            self.model = create_model(p.model, k, pretrained=p.pretrained, weights=p.weights, download=p.download)
+            self.model = create_model(
+                p.model, k, pretrained=p.pretrained, weights=p.weights, download=p.download
+            )
         else:
-            self.model = create_ensemble(p.ensemble, p.model, p.model_b, k, pretrained=p.pretrained, download=p.download)
+            self.model = create_ensemble(
+                p.ensemble, p.model, p.model_b, k, pretrained=p.pretrained, download=p.download
+            )
         cfg = data_config(self.model)
         self.mean, self.std = cfg["mean"], cfg["std"]
         self.train_tf = build_transform(p.augment, p.img_size, train=True, mean=self.mean, std=self.std)
         self.eval_tf = build_transform(p.augment, p.img_size, train=False, mean=self.mean, std=self.std)
         self.train_set = ImageListDataset(self.data.root, self.data.items(self.train_records), self.train_tf)
         self.val_set = ImageListDataset(self.data.root, self.data.items(self.val_records), self.eval_tf)
-        self.test_set = ImageListDataset(self.data.root, self.data.items(test), self.eval_tf) if test else None
+        self.test_set = (
+            ImageListDataset(self.data.root, self.data.items(test), self.eval_tf) if test else None
+        )
         self.train_loader = self._loader(self.train_set, shuffle=True)
         self.val_loader = self._loader(self.val_set, shuffle=False) if self.val_records else None
         self.test_loader = self._loader(self.test_set, shuffle=False) if self.test_set else None
@@ -131,11 +139,20 @@ class BirdExperiment:
         loss_kwargs: dict[str, Any] = {"label_smoothing": p.label_smoothing}
         self.loss_fn = create_loss(p.loss, **loss_kwargs)
         self.optimizer = create_optimizer(
-            p.optimizer, self.model.parameters(), lr=p.lr, weight_decay=p.weight_decay, momentum=p.momentum, rho=p.rho
+            p.optimizer,
+            self.model.parameters(),
+            lr=p.lr,
+            weight_decay=p.weight_decay,
+            momentum=p.momentum,
+            rho=p.rho,
         )
         sched_kwargs = {"t0": p.t0} if p.scheduler == "cosine_restarts" else {}
         self.scheduler = create_scheduler(
-            p.scheduler, self.optimizer, epochs=p.epochs, steps_per_epoch=len(self.train_loader), **sched_kwargs
+            p.scheduler,
+            self.optimizer,
+            epochs=p.epochs,
+            steps_per_epoch=len(self.train_loader),
+            **sched_kwargs,
         )
         if p.optimizer == "sam":
             self.strategy = create_strategy("sam")
@@ -187,7 +204,11 @@ class BirdExperiment:
             "data_root": str(self.data.root),
             "format": self.data.format,
             "classes": self.data.num_classes,
-            "train / val / test images": (len(self.train_records), len(self.val_records), len(self.test_records)),
+            "train / val / test images": (
+                len(self.train_records),
+                len(self.val_records),
+                len(self.test_records),
+            ),
             "model": getattr(self.model, "name", self.params.model),
             "parameters (M)": round(sum(t.numel() for t in self.model.parameters()) / 1e6, 2),
             "device": str(self.device),
@@ -224,13 +245,27 @@ class BirdExperiment:
     def _run(self) -> BirdResult:
         p = self.params
         history = self.trainer.fit(self.train_loader, self.val_loader)
-        self._save("learning_curves", plots.learning_curves(history, title=f"bird: {self.summary()['model']}"))
-        self._save("lr", plots.schedule_plot([r["lr"] for r in history], ylabel="learning rate",
-                                             title=f"LR ({p.scheduler})", log=True))
+        self._save(
+            "learning_curves", plots.learning_curves(history, title=f"bird: {self.summary()['model']}")
+        )
+        self._save(
+            "lr",
+            plots.schedule_plot(
+                [r["lr"] for r in history], ylabel="learning rate", title=f"LR ({p.scheduler})", log=True
+            ),
+        )
         if p.loss == "ohem":
-            self._save("ohem_ratio", plots.schedule_plot(
-                self.ohem_schedule, p.epochs, ylabel="OHEM keep ratio", title=f"OHEM ratio ({p.ohem_schedule})",
-                observed=[r["ohem_ratio"] for r in history], first_epoch=1))
+            self._save(
+                "ohem_ratio",
+                plots.schedule_plot(
+                    self.ohem_schedule,
+                    p.epochs,
+                    ylabel="OHEM keep ratio",
+                    title=f"OHEM ratio ({p.ohem_schedule})",
+                    observed=[r["ohem_ratio"] for r in history],
+                    first_epoch=1,
+                ),
+            )
         self.trainer.load_best()
         best = max(history, key=lambda r: r.get("val_acc", r["train_acc"]))
         metrics: dict[str, Any] = {
@@ -246,26 +281,39 @@ class BirdExperiment:
             val = self.trainer.evaluate(self.val_loader)
             metrics.update(val_loss=val["loss"], val_top1_acc=val["top1"], val_top5_acc=val["top5"])
         eval_loader, split = (self.test_loader, "test") if self.test_loader else (self.val_loader, "val")
-        final = self.trainer.evaluate(eval_loader) if eval_loader is not None else {
-            "top1": best["train_acc"], "top5": float("nan")}
-        metrics.update(eval_split=split, top1_acc=final["top1"], top5_acc=final["top5"], top1_error=1 - final["top1"])
+        final = (
+            self.trainer.evaluate(eval_loader)
+            if eval_loader is not None
+            else {"top1": best["train_acc"], "top5": float("nan")}
+        )
+        metrics.update(
+            eval_split=split, top1_acc=final["top1"], top5_acc=final["top5"], top1_error=1 - final["top1"]
+        )
         if p.cam_images > 0 and self.val_records:
             metrics["pointing_game"] = self._cam_report()
         self.metrics = metrics
-        write_metrics(self.run_dir, notebook=NOTEBOOK, params=p.to_dict(), status="finished",
-                      seconds=time.time() - self.started, **metrics)
+        write_metrics(
+            self.run_dir,
+            notebook=NOTEBOOK,
+            params=p.to_dict(),
+            status="finished",
+            seconds=time.time() - self.started,
+            **metrics,
+        )
         return BirdResult(self.run_dir, metrics, history, dict(self.figures))
 
     def _cam_report(self, max_images: int = 200) -> float:
         """CAM grid of ``cam_images`` validation images (spread over classes), pointing game over up to 200."""
         p = self.params
-        picks = np.unique(np.linspace(0, len(self.val_records) - 1, num=min(max_images, len(self.val_records))).astype(int))
+        picks = np.unique(
+            np.linspace(0, len(self.val_records) - 1, num=min(max_images, len(self.val_records))).astype(int)
+        )
         records = [self.val_records[i] for i in picks]
         xs = torch.stack([self.val_set[int(i)][0] for i in picks])
         labels = [r.label for r in records]
-        cams = np.concatenate([
-            compute_cams(self.model, xs[i:i + 32], labels[i:i + 32]) for i in range(0, len(xs), 32)
-        ])
+        cams = np.concatenate(
+            [compute_cams(self.model, xs[i : i + 32], labels[i : i + 32]) for i in range(0, len(xs), 32)]
+        )
         preds = self.trainer.predict([(xs, torch.tensor(labels))])[0].argmax(1).tolist()
         points = [self._part_point(r) for r in records]
         score = pointing_game(cams, points, radius=p.pointing_radius * p.img_size)
@@ -274,8 +322,17 @@ class BirdExperiment:
         titles = [f"true {self.short_name(labels[i])}\npred {self.short_name(preds[i])}" for i in shown]
         colors = ["green" if preds[i] == labels[i] else "red" for i in shown]
         suffix = "" if np.isnan(score) else f" - pointing game ({p.pointing_part}): {score:.2f}"
-        self._save("cam_grid", plots.image_grid(images, titles, colors=colors, points=[points[i] for i in shown],
-                                                cols=4, title=f"Grad-CAM for the true class{suffix}"))
+        self._save(
+            "cam_grid",
+            plots.image_grid(
+                images,
+                titles,
+                colors=colors,
+                points=[points[i] for i in shown],
+                cols=4,
+                title=f"Grad-CAM for the true class{suffix}",
+            ),
+        )
         return score
 
     def short_name(self, label: int, width: int = 22) -> str:

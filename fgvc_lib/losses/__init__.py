@@ -14,10 +14,6 @@ __all__ = ["register_loss", "create_loss", "list_losses", "OHEMLoss"]
 _LOSSES: dict[str, Callable[..., nn.Module]] = {}
 
 
-
-
-
-
 def register_loss(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator registering a loss class or factory under ``name``; duplicate names are an error."""
 

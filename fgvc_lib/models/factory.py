@@ -125,7 +125,12 @@ def _create_efficientnet_pytorch(
             load_weights_file(net, weights)
     if num_classes == 0:
         net._fc = nn.Identity()
-    config = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD, "input_size": (3, 224, 224), "interpolation": "bicubic"}
+    config = {
+        "mean": IMAGENET_MEAN,
+        "std": IMAGENET_STD,
+        "input_size": (3, 224, 224),
+        "interpolation": "bicubic",
+    }
     model = Classifier(net, "efficientnet_pytorch", name, num_classes, config)
     model.num_features = net._bn1.num_features
     return reset_head(model) if pretrained else model

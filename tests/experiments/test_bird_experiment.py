@@ -10,8 +10,17 @@ from fgvc_lib.data.datasets import DataError
 from fgvc_lib.experiments.bird import BirdExperiment, embedded_bird_root, run
 from fgvc_lib.models import PretrainedWeightsUnavailable
 
-TINY = dict(synth_classes=3, synth_per_class=6, synth_size=48, img_size=32, batch_size=4, epochs=2,
-            num_workers=0, cam_images=2, progress=False)
+TINY = dict(
+    synth_classes=3,
+    synth_per_class=6,
+    synth_size=48,
+    img_size=32,
+    batch_size=4,
+    epochs=2,
+    num_workers=0,
+    cam_images=2,
+    progress=False,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -49,7 +58,9 @@ def test_split_files_are_the_seeded_70_30_split(tmp_path):
     [
         dict(optimizer="sam", label_smoothing=0.1, scheduler="cosine_restarts", t0=1),
         dict(ensemble="logits", model="resnet18", model_b="tf_efficientnet_lite0", pretrained=False),
-        dict(ensemble="concat", model="tf_efficientnet_lite0", model_b="resnet18", pretrained=False, lr=0.002),
+        dict(
+            ensemble="concat", model="tf_efficientnet_lite0", model_b="resnet18", pretrained=False, lr=0.002
+        ),
         dict(loss="ohem", ohem_schedule="step", augment="bird"),
     ],
     ids=["sam", "ensemble-logits", "ensemble-concat", "ohem-step"],

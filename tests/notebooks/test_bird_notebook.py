@@ -28,9 +28,18 @@ def run_dir(tmp_path_factory):
 
 
 def test_notebook_run_leaves_the_documented_outputs(run_dir):
-    for name in ("bird.ipynb", "bird.html", "metrics.json", "history.csv", "params.yaml",
-                 "checkpoints/last.pt", "checkpoints/best.pt", "splits/train.txt", "splits/val.txt",
-                 "splits/test.txt"):
+    for name in (
+        "bird.ipynb",
+        "bird.html",
+        "metrics.json",
+        "history.csv",
+        "params.yaml",
+        "checkpoints/last.pt",
+        "checkpoints/best.pt",
+        "splits/train.txt",
+        "splits/val.txt",
+        "splits/test.txt",
+    ):
         assert (run_dir / name).is_file(), name
     figures = {p.name for p in (run_dir / "figures").glob("*.png")}
     assert {"augmentations.png", "learning_curves.png", "lr.png", "ohem_ratio.png", "cam_grid.png"} <= figures
@@ -55,8 +64,11 @@ def test_executed_notebook_has_outputs_and_injected_parameters(run_dir):
 
 def test_committed_notebook_is_stripped():
     nb = json.loads(notebook_path("bird").read_text())
-    assert all(not c.get("outputs") and c.get("execution_count") is None
-               for c in nb["cells"] if c["cell_type"] == "code")
+    assert all(
+        not c.get("outputs") and c.get("execution_count") is None
+        for c in nb["cells"]
+        if c["cell_type"] == "code"
+    )
 
 
 def test_typo_is_rejected_before_a_kernel_starts(tmp_path):
@@ -68,6 +80,10 @@ def test_typo_is_rejected_before_a_kernel_starts(tmp_path):
 
 def test_plain_papermill_with_unknown_parameter_fails_in_the_notebook(tmp_path):
     with pytest.raises(pm.PapermillExecutionError, match="unknown parameter 'epoch'"):
-        pm.execute_notebook(str(notebook_path("bird")), str(tmp_path / "out.ipynb"),
-                            parameters={"epoch": 1, "run_dir": str(tmp_path / "r")}, kernel_name="python3",
-                            progress_bar=False)
+        pm.execute_notebook(
+            str(notebook_path("bird")),
+            str(tmp_path / "out.ipynb"),
+            parameters={"epoch": 1, "run_dir": str(tmp_path / "r")},
+            kernel_name="python3",
+            progress_bar=False,
+        )

@@ -1,0 +1,38 @@
+import numpy as np
+import pytest
+
+from fgvc_lib import plots
+from fgvc_lib.losses.ohem import create_ohem_schedule
+
+HISTORY = [
+    {"epoch": 1, "train_loss": 2.0, "train_acc": 0.2, "val_loss": 2.2, "val_acc": 0.1, "lr": 0.1},
+    {"epoch": 2, "train_loss": 1.5, "train_acc": 0.4, "val_loss": 1.9, "val_acc": 0.3, "lr": 0.05},
+]
+
+
+def test_learning_curves_plot_train_and_val():
+    fig = plots.learning_curves(HISTORY)
+    loss_ax, acc_ax = fig.axes
+    assert [line.get_label() for line in loss_ax.lines] == ["train", "val"]
+    np.testing.assert_allclose(loss_ax.lines[1].get_ydata(), [2.2, 1.9])
+    np.testing.assert_allclose(acc_ax.lines[0].get_ydata(), [0.2, 0.4])
+
+
+def test_schedule_plot_from_function_matches_schedule():
+    schedule = create_ohem_schedule("cyclical", 10)
+    fig = plots.schedule_plot(schedule, 10, ylabel="ratio", observed=[1.0, 1.0])
+    ax = fig.axes[0]
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), [schedule(i) for i in range(10)])
+    np.testing.assert_allclose(ax.lines[0].get_xdata(), np.arange(1, 11))
+    assert len(ax.lines[1].get_xdata()) == 2
+    with pytest.raises(ValueError, match="epochs"):
+        plots.schedule_plot(schedule, ylabel="ratio")
+
+
+def test_image_grid_and_save(tmp_path):
+    images = [np.full((8, 8, 3), v, dtype=float) for v in (0.0, 0.5, 1.0)]
+    fig = plots.image_grid(images, ["a", "b", "c"], cols=2, points=[(1, 1), None, (4, 4)])
+    assert len(fig.axes) == 4 and fig.axes[0].get_title() == "a" and not fig.axes[3].images
+    path = plots.save_figure(fig, tmp_path / "figs" / "grid.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in path.parent.iterdir()] == ["grid.png"]
