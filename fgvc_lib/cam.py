@@ -49,6 +49,8 @@ def compute_cams(
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     layer = layer if layer is not None else getattr(model, "cam_layer", None)
+    if reshape_transform is None:  # e.g. Swin's channels-last maps, derived from the model's own layout
+        reshape_transform = getattr(model, "cam_reshape_transform", None)
     if layer is None:
         raise ValueError("no CAM layer: pass `layer=` or use a model with a `cam_layer` attribute")
     device = next(model.parameters()).device

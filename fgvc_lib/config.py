@@ -260,7 +260,50 @@ class BirdParams(ExperimentParams):
     progress: bool = param(True, "tqdm progress bars")
 
 
-PARAMS_BY_NOTEBOOK: dict[str, type[ExperimentParams]] = {"bird": BirdParams}
+@dataclass
+class Cifar100Params(ExperimentParams):
+    """The cifar100 notebook. Defaults: the embedded CPU run (synthetic CIFAR-100 files, lite0 at 64 px)."""
+
+    NOTEBOOK: ClassVar[str] = "cifar100"
+
+    data_root: str = param("", "folder holding cifar-100-python/; empty: the embedded synthetic set")
+    model: str = param(
+        "tf_efficientnet_lite0", "efficientnet-b4 | swin_base_patch4_window12_384 | any timm name"
+    )
+    pretrained: bool = param(True, "ImageNet weights (lite0 ships offline; others need weights or download)")
+    img_size: int = param(32, "input image side before the upsampling layer (CIFAR: 32)", min=8)
+    upsample_size: int = param(
+        64, "upsampling layer in front of the backbone, 0: none (report: 224 / 384)", min=0
+    )
+    batch_size: int = param(64, "mini-batch size (report: 32 or 64)", min=1)
+    epochs: int = param(5, "epochs (report: 200)", min=1)
+    lr: float = param(1e-3, "AdamW learning rate (report: 1e-3 EfficientNet, 3e-5 Swin)", min=0.0)
+    weights: str = param("", "local checkpoint file with ImageNet weights for `model`")
+    download: bool = param(False, "allow downloading CIFAR-100 / weights (needs internet)")
+    synth_train_per_class: int = param(20, "embedded set: training images per class", min=1)
+    synth_test_per_class: int = param(5, "embedded set: test images per class", min=1)
+    loss: Literal["ce", "mc", "focal", "flsd53"] = param("ce", "ce | mc | focal | flsd53")
+    gamma: float = param(2.0, "focal loss gamma", min=0.0)
+    mc_mu: float = param(1.5, "MC loss weight of L_dis (official HEAD: 1.5)", min=0.0)
+    mc_lambda: float = param(20.0, "MC loss weight of the diversity term (official HEAD: 20)", min=0.0)
+    optimizer: Literal["adamw", "adam", "sgd"] = param("adamw", "adamw | adam | sgd")
+    momentum: float = param(0.9, "SGD momentum", min=0.0)
+    weight_decay: float = param(1e-4, "weight decay (report: 1e-4)", min=0.0)
+    scheduler: Literal["exponential", "none", "cosine", "plateau"] = param(
+        "exponential", "LR: lr0 * f^(epoch/period)"
+    )
+    lr_decay: float = param(0.8, "exponential decay factor f (report: 0.8)", min=0.0, max=1.0)
+    lr_period: float = param(3.0, "exponential decay period in epochs (report: 3)", min=1e-9)
+    augment: str = param("cifar100", "augmentation preset: cifar100 | light | none")
+    noise_std: float = param(0.05, "Gaussian noise sigma (on [0, 1] pixels)", min=0.0)
+    noise_p: float = param(0.5, "probability of adding Gaussian noise", min=0.0, max=1.0)
+    ece_bins: int = param(15, "bins of the expected calibration error", min=1)
+    num_workers: int = param(2, "DataLoader worker processes", min=0)
+    cam_images: int = param(8, "test images in the CAM grid", min=0)
+    progress: bool = param(True, "tqdm progress bars")
+
+
+PARAMS_BY_NOTEBOOK: dict[str, type[ExperimentParams]] = {"bird": BirdParams, "cifar100": Cifar100Params}
 
 
 def params_class(notebook: str) -> type[ExperimentParams]:

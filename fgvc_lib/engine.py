@@ -107,10 +107,37 @@ class SAMStrategy(TrainStrategy):
         return loss.detach(), logits.detach()
 
 
+class FeatureLossStrategy(TrainStrategy):
+    """A loss that also needs the last feature map: ``loss_fn(logits, features, target)`` (MC loss).
+
+    The model must offer ``forward_with_features(x) -> (logits, (B, C, H, W) features)``.
+    """
+
+    name = "features"
+
+    def train_step(
+        self, trainer: Trainer, x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        model = _unwrap(trainer.model)
+        if not hasattr(model, "forward_with_features"):
+            raise TypeError(
+                f"loss needs feature maps, but {type(model).__name__} has no forward_with_features"
+            )
+        trainer.optimizer.zero_grad(set_to_none=True)
+        with trainer.autocast():
+            logits, features = model.forward_with_features(x)
+            loss = trainer.loss_fn(logits, features, y)
+        loss.backward()
+        trainer.clip_gradients()
+        trainer.optimizer.step()
+        return loss.detach(), logits.detach()
+
+
 _STRATEGIES: dict[str, Callable[..., TrainStrategy]] = {
     "plain": TrainStrategy,
     "ohem": OHEMStrategy,
     "sam": SAMStrategy,
+    "features": FeatureLossStrategy,
 }
 
 

@@ -267,25 +267,43 @@ def _background(rng: np.random.Generator, side: int, clutter: int) -> Image.Imag
 
 
 def render_bird(
-    rng: np.random.Generator, class_index: int, size: int, *, clutter: int = 12
+    rng: np.random.Generator,
+    class_index: int,
+    size: int,
+    *,
+    clutter: int = 12,
+    length_range: tuple[float, float] = (0.35, 0.70),
+    patch_scale: float = 1.0,
 ) -> tuple[Image.Image, BirdAnnotation]:
     """Render one RGB ``size`` x ``size`` bird of class ``class_index`` on a cluttered background.
 
     Every random draw is independent of the class, so the same ``rng`` state gives the same image for any
-    two classes except around the wing patch. The object length is 35-70% of the side, rotation is
-    uniform, the bird may be mirrored, and it always lies fully inside the image. Drawn at 2x, then
-    downsampled with LANCZOS.
+    two classes except around the wing patch. The object length is ``length_range`` (default 35-70%) of
+    the side, rotation is uniform, the bird may be mirrored, and it lies fully inside the image whenever it
+    fits (a bird longer than about 90% of the side may touch the border at some angles). ``patch_scale``
+    multiplies the wing patch radius (1.0: ~15-19% of the object length; small images want a larger patch).
+    Drawn at 2x, then downsampled with LANCZOS.
     """
     spec = class_attributes(class_index)
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 16:
         raise ValueError(f"size: expected an integer >= 16 (pixels), got {size!r}")
     if isinstance(clutter, bool) or not isinstance(clutter, (int, np.integer)) or clutter < 0:
         raise ValueError(f"clutter: expected an integer >= 0, got {clutter!r}")
+    try:
+        len_lo, len_hi = (float(v) for v in length_range)
+    except (TypeError, ValueError):
+        len_lo = len_hi = float("nan")
+    if not 0.0 < len_lo <= len_hi <= 1.0:
+        raise ValueError(
+            f"length_range: expected (low, high) with 0 < low <= high <= 1, got {length_range!r}"
+        )
+    if isinstance(patch_scale, bool) or not isinstance(patch_scale, (int, float)) or not patch_scale > 0:
+        raise ValueError(f"patch_scale: expected a number > 0, got {patch_scale!r}")
     side = 2 * int(size)
     canvas = _background(rng, side, int(clutter))
 
     # Pose and appearance (class independent).
-    length = rng.uniform(0.35, 0.70) * side
+    length = rng.uniform(len_lo, len_hi) * side
     angle = rng.uniform(0.0, 2.0 * math.pi)
     mirror = -1.0 if rng.random() < 0.5 else 1.0
     body = _rgb(rng.uniform(0.03, 0.14), rng.uniform(0.15, 0.55), rng.uniform(0.30, 0.75))
@@ -321,7 +339,7 @@ def render_bird(
         draw.polygon(_pts(poly + offset), fill=colour)
 
     # The discriminative wing patch: pattern layer composited through the shape mask.
-    radius = _PATCH_RADIUS
+    radius = _PATCH_RADIUS * float(patch_scale)
     centre = np.asarray(_PATCH_CENTRE)
     outline = place(centre + radius * _SHAPES[spec.shape]) + offset
     base_is_part, extras = _pattern(spec.shape, spec.pattern)

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from ..registry import unknown_name_error
+from ..registry import check_kwargs, unknown_name_error
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -87,10 +87,31 @@ def _none_train(img_size: int, mean: Sequence[float], std: Sequence[float]) -> T
     return _eval(img_size, mean, std)
 
 
+def _cifar100_train(
+    img_size: int, mean: Sequence[float], std: Sequence[float], noise_std: float = 0.05, noise_p: float = 0.5
+) -> T.Compose:
+    """The cifar100 report: rotation +-10 degrees, horizontal flip, AutoAugment (CIFAR-10 policy) and
+    Gaussian noise ``I + sigma * s``, s ~ N(0, 1), applied with probability ``noise_p`` (clipped to [0, 1])."""
+    from torchvision.transforms import v2
+
+    return T.Compose(
+        [
+            T.Resize((img_size, img_size)),
+            T.RandomRotation(10),
+            T.RandomHorizontalFlip(),
+            T.AutoAugment(T.AutoAugmentPolicy.CIFAR10),
+            T.ToTensor(),
+            T.RandomApply([v2.GaussianNoise(mean=0.0, sigma=noise_std, clip=True)], p=noise_p),
+            T.Normalize(mean=list(mean), std=list(std)),
+        ]
+    )
+
+
 _PRESETS: dict[str, Callable[[int, Sequence[float], Sequence[float]], T.Compose]] = {
     "bird": _bird_train,
     "light": _light_train,
     "none": _none_train,
+    "cifar100": _cifar100_train,
 }
 
 
@@ -115,11 +136,17 @@ def build_transform(
     train: bool,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
+    **options: float,
 ) -> Callable:
-    """Training transform of a named preset, or the shared eval transform (Resize + normalise)."""
+    """Training transform of a named preset (``options`` go to presets that take them, e.g. ``noise_std``),
+    or the shared eval transform (Resize + normalise)."""
     if preset not in _PRESETS:
         raise unknown_name_error("augmentation preset", preset, list_presets())
-    return _PRESETS[preset](img_size, mean, std) if train else _eval(img_size, mean, std)
+    if not train:
+        return _eval(img_size, mean, std)
+    builder = _PRESETS[preset]
+    check_kwargs("augmentation preset", preset, builder, options)
+    return builder(img_size, mean, std, **options)
 
 
 def denormalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:

@@ -9,10 +9,7 @@ Notebook use::
 
 from __future__ import annotations
 
-import time
-import traceback
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +17,8 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 from PIL import Image
-from torch.utils.data import DataLoader
 
 from .. import plots
-from ..cam import compute_cams, overlay, pointing_game
 from ..config import BirdParams, ParameterError
 from ..data.datasets import (
     ClassificationData,
@@ -33,13 +28,14 @@ from ..data.datasets import (
     open_classification_data,
 )
 from ..data.splits import random_split, write_list_file
-from ..data.transforms import build_transform, denormalize
+from ..data.transforms import build_transform
 from ..engine import Trainer, create_strategy, resolve_device, seed_everything
 from ..losses import create_loss
 from ..losses.ohem import create_ohem_schedule
 from ..models import create_ensemble, create_model, data_config
 from ..optim import create_optimizer, create_scheduler
-from ..runs import embedded_data_dir, prepare_run_dir, write_metrics, write_params
+from ..runs import embedded_data_dir
+from .base import Experiment, ExperimentResult
 
 NOTEBOOK = "bird"
 EMBEDDED_SEED = 0
@@ -55,35 +51,15 @@ def embedded_bird_root(classes: int, per_class: int, size: int) -> Path:
     return root
 
 
-@dataclass
-class BirdResult:
-    """What a finished run produced (also on disk in ``run_dir``)."""
-
-    run_dir: Path
-    metrics: dict[str, Any]
-    history: list[dict[str, float]]
-    figures: dict[str, Figure] = field(default_factory=dict)
-
-    def figure(self, name: str) -> Figure:
-        if name not in self.figures:
-            raise KeyError(f"no figure '{name}', expected one of ({', '.join(self.figures)})")
-        return self.figures[name]
+BirdResult = ExperimentResult  # kept as the bird name of the shared result type
 
 
-class BirdExperiment:
+class BirdExperiment(Experiment):
     """Builds everything for one bird run from ``BirdParams``; failures are recorded in ``metrics.json``."""
 
-    def __init__(self, params: BirdParams | Mapping[str, Any]):
-        self.params = params if isinstance(params, BirdParams) else BirdParams.from_dict(params)
-        self.started = time.time()
-        self.run_dir = prepare_run_dir(NOTEBOOK, self.params.run_dir, resume=self.params.resume)
-        write_params(self.run_dir, self.params.to_dict())
-        self.figures: dict[str, Figure] = {}
-        try:
-            self._build()
-        except BaseException as exc:
-            self._record_failure(exc)
-            raise
+    NOTEBOOK = NOTEBOOK
+    PARAMS = BirdParams
+    params: BirdParams
 
     # ------------------------------------------------------------------ construction
     def _build(self) -> None:
@@ -132,9 +108,9 @@ class BirdExperiment:
         self.test_set = (
             ImageListDataset(self.data.root, self.data.items(test), self.eval_tf) if test else None
         )
-        self.train_loader = self._loader(self.train_set, shuffle=True)
-        self.val_loader = self._loader(self.val_set, shuffle=False) if self.val_records else None
-        self.test_loader = self._loader(self.test_set, shuffle=False) if self.test_set else None
+        self.train_loader = self.make_loader(self.train_set, shuffle=True)
+        self.val_loader = self.make_loader(self.val_set, shuffle=False) if self.val_records else None
+        self.test_loader = self.make_loader(self.test_set, shuffle=False) if self.test_set else None
 
         loss_kwargs: dict[str, Any] = {"label_smoothing": p.label_smoothing}
         self.loss_fn = create_loss(p.loss, **loss_kwargs)
@@ -178,25 +154,6 @@ class BirdExperiment:
         if p.resume:
             self.trainer.resume()
 
-    def _loader(self, dataset: ImageListDataset, shuffle: bool) -> DataLoader:
-        p = self.params
-        if shuffle and len(dataset) < p.batch_size:
-            raise ParameterError(
-                f"parameter 'batch_size': {p.batch_size} is larger than the training split ({len(dataset)} images); "
-                f"training drops the last incomplete batch, so no step would run"
-            )
-        generator = torch.Generator().manual_seed(p.seed)
-        return DataLoader(
-            dataset,
-            batch_size=p.batch_size,
-            shuffle=shuffle,
-            num_workers=p.num_workers,
-            pin_memory=self.device.type == "cuda",
-            persistent_workers=p.num_workers > 0,
-            generator=generator,
-            drop_last=shuffle,  # no size-1 batch reaches BatchNorm in training
-        )
-
     # ------------------------------------------------------------------ views
     def summary(self) -> dict[str, Any]:
         """Sizes and settings at a glance."""
@@ -218,44 +175,29 @@ class BirdExperiment:
 
     def figure_augmentations(self, n: int = 12, seed: int = 0) -> Figure:
         """Training images after the augmentation preset, with their class names."""
-        torch.manual_seed(seed)
-        idx = np.linspace(0, len(self.train_set) - 1, num=min(n, len(self.train_set))).astype(int)
-        images, titles = [], []
-        for i in idx:
-            x, y = self.train_set[int(i)]
-            images.append(denormalize(x, self.mean, self.std))
-            titles.append(self.short_name(y))
-        fig = plots.image_grid(images, titles, title=f"augmentation preset '{self.params.augment}'")
-        self._save("augmentations", fig)
-        return fig
-
-    def _save(self, name: str, fig: Figure) -> None:
-        self.figures[name] = fig
-        plots.save_figure(fig, self.run_dir / "figures" / f"{name}.png")
+        return self.figure_samples(
+            self.train_set,
+            self.short_name,
+            n=n,
+            seed=seed,
+            title=f"augmentation preset '{self.params.augment}'",
+        )
 
     # ------------------------------------------------------------------ running
-    def run(self) -> BirdResult:
-        """Train, evaluate the best checkpoint, CAM + pointing game, figures and ``metrics.json``."""
-        try:
-            return self._run()
-        except BaseException as exc:
-            self._record_failure(exc)
-            raise
-
-    def _run(self) -> BirdResult:
+    def _run(self) -> dict[str, Any]:
         p = self.params
         history = self.trainer.fit(self.train_loader, self.val_loader)
-        self._save(
+        self.save_figure(
             "learning_curves", plots.learning_curves(history, title=f"bird: {self.summary()['model']}")
         )
-        self._save(
+        self.save_figure(
             "lr",
             plots.schedule_plot(
                 [r["lr"] for r in history], ylabel="learning rate", title=f"LR ({p.scheduler})", log=True
             ),
         )
         if p.loss == "ohem":
-            self._save(
+            self.save_figure(
                 "ohem_ratio",
                 plots.schedule_plot(
                     self.ohem_schedule,
@@ -291,49 +233,25 @@ class BirdExperiment:
         )
         if p.cam_images > 0 and self.val_records:
             metrics["pointing_game"] = self._cam_report()
-        self.metrics = metrics
-        write_metrics(
-            self.run_dir,
-            notebook=NOTEBOOK,
-            params=p.to_dict(),
-            status="finished",
-            seconds=time.time() - self.started,
-            **metrics,
-        )
-        return BirdResult(self.run_dir, metrics, history, dict(self.figures))
+        return metrics
 
     def _cam_report(self, max_images: int = 200) -> float:
         """CAM grid of ``cam_images`` validation images (spread over classes), pointing game over up to 200."""
         p = self.params
         picks = np.unique(
-            np.linspace(0, len(self.val_records) - 1, num=min(max_images, len(self.val_records))).astype(int)
+            np.linspace(0, len(self.val_records) - 1, num=min(max_images, len(self.val_records)))
         )
-        records = [self.val_records[i] for i in picks]
+        records = [self.val_records[int(i)] for i in picks]
         xs = torch.stack([self.val_set[int(i)][0] for i in picks])
-        labels = [r.label for r in records]
-        cams = np.concatenate(
-            [compute_cams(self.model, xs[i : i + 32], labels[i : i + 32]) for i in range(0, len(xs), 32)]
+        return self.cam_grid(
+            xs,
+            [r.label for r in records],
+            self.short_name,
+            shown=p.cam_images,
+            points=[self._part_point(r) for r in records],
+            radius=p.pointing_radius * p.img_size,
+            part=p.pointing_part,
         )
-        preds = self.trainer.predict([(xs, torch.tensor(labels))])[0].argmax(1).tolist()
-        points = [self._part_point(r) for r in records]
-        score = pointing_game(cams, points, radius=p.pointing_radius * p.img_size)
-        shown = np.unique(np.linspace(0, len(records) - 1, num=min(p.cam_images, len(records))).astype(int))
-        images = [overlay(denormalize(xs[i], self.mean, self.std), cams[i]) for i in shown]
-        titles = [f"true {self.short_name(labels[i])}\npred {self.short_name(preds[i])}" for i in shown]
-        colors = ["green" if preds[i] == labels[i] else "red" for i in shown]
-        suffix = "" if np.isnan(score) else f" - pointing game ({p.pointing_part}): {score:.2f}"
-        self._save(
-            "cam_grid",
-            plots.image_grid(
-                images,
-                titles,
-                colors=colors,
-                points=[points[i] for i in shown],
-                cols=4,
-                title=f"Grad-CAM for the true class{suffix}",
-            ),
-        )
-        return score
 
     def short_name(self, label: int, width: int = 22) -> str:
         """A class name without CUB's ``NNN.`` prefix, cut to ``width`` characters."""
@@ -351,20 +269,7 @@ class BirdExperiment:
         s = self.params.img_size
         return (x * s / width, y * s / height)
 
-    def _record_failure(self, exc: BaseException) -> None:
-        error = f"{type(exc).__name__}: {exc}"
-        write_metrics(
-            self.run_dir,
-            notebook=NOTEBOOK,
-            params=self.params.to_dict(),
-            status="failed",
-            seconds=time.time() - self.started,
-            error=error,
-            traceback=traceback.format_exc(limit=20),
-            epochs_run=len(getattr(getattr(self, "trainer", None), "history", []) or []),
-        )
 
-
-def run(params: BirdParams | Mapping[str, Any]) -> BirdResult:
+def run(params: BirdParams | Mapping[str, Any]) -> ExperimentResult:
     """Build and run a bird experiment in one call."""
     return BirdExperiment(params).run()

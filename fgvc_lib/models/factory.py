@@ -67,21 +67,28 @@ def create_model(
     pretrained: bool = False,
     weights: str = "",
     download: bool = False,
+    upsample_size: int = 0,
     **kwargs: Any,
 ) -> Classifier:
     """Build a classifier by name with ``num_classes`` outputs (0 = no classifier, features only).
 
     ``weights`` is a local ImageNet checkpoint used when ``pretrained``; ``download`` allows the hub.
-    Extra keyword arguments go to the timm constructor (e.g. ``drop_rate``).
+    ``upsample_size`` puts a bilinear upsampling layer in front (the cifar100 report's 32 -> 224 px); models
+    with a fixed input size (Swin) are then built for that size. Extra keyword arguments go to the timm
+    constructor (e.g. ``drop_rate``, ``img_size``).
     """
     if num_classes < 0:
         raise ValueError(f"num_classes: expected >= 0, got {num_classes}")
     if name in EFFICIENTNET_PYTORCH_NAMES:
-        return _create_efficientnet_pytorch(name, num_classes, pretrained, weights, download)
+        model = _create_efficientnet_pytorch(name, num_classes, pretrained, weights, download)
+        return _with_upsample(model, upsample_size)
     if name not in _timm_names():
         raise _unknown(name)
     import timm
 
+    if upsample_size and "img_size" not in kwargs and timm.get_pretrained_cfg(name) is not None:
+        if getattr(timm.get_pretrained_cfg(name), "fixed_input_size", False):
+            kwargs["img_size"] = upsample_size
     use_hub = pretrained and not weights and name not in OFFLINE_WEIGHTS
     if use_hub and not download:
         raise PretrainedWeightsUnavailable(unavailable_message(name))
@@ -90,9 +97,17 @@ def create_model(
         load_weights_file(net, weights)
     elif pretrained and name == "tf_efficientnet_lite0":
         load_lite0_imagenet(net)
-    model = Classifier(net, "timm", name, num_classes, _timm_data_config(net))
+    model = Classifier(net, "timm", name, num_classes, _timm_data_config(net), upsample_size=upsample_size)
     if pretrained:
         reset_head(model)
+    return model
+
+
+def _with_upsample(model: Classifier, upsample_size: int) -> Classifier:
+    if upsample_size:
+        return Classifier(
+            model.net, model.kind, model.name, model.num_classes, model.data_config, upsample_size
+        )
     return model
 
 

@@ -16,7 +16,15 @@ from torch import nn
 class Classifier(nn.Module):
     """Wrap a backbone network (``kind`` = 'timm' or 'efficientnet_pytorch') behind one interface."""
 
-    def __init__(self, net: nn.Module, kind: str, name: str, num_classes: int, data_config: dict[str, Any]):
+    def __init__(
+        self,
+        net: nn.Module,
+        kind: str,
+        name: str,
+        num_classes: int,
+        data_config: dict[str, Any],
+        upsample_size: int = 0,
+    ):
         super().__init__()
         if kind not in ("timm", "efficientnet_pytorch"):
             raise ValueError(f"unknown backbone kind {kind!r}")
@@ -27,6 +35,15 @@ class Classifier(nn.Module):
         self.data_config = dict(data_config)
         # Identity on the feature map: a stable hook point for Grad-CAM whatever the backbone.
         self.feature_tap = nn.Identity()
+        # The cifar100 report's "upsampling layer" in front of an ImageNet backbone (32 px -> 224 px).
+        self.upsample_size = int(upsample_size)
+        self.resize = (
+            nn.Upsample(size=(upsample_size, upsample_size), mode="bilinear", align_corners=False)
+            if upsample_size
+            else nn.Identity()
+        )
+        # timm's Swin (and other NHWC models) return channels-last feature maps.
+        self.feature_layout = "NHWC" if getattr(net, "output_fmt", "NCHW") == "NHWC" else "NCHW"
         if kind == "efficientnet_pytorch":
             self.num_features = (
                 net._fc.in_features if isinstance(net._fc, nn.Linear) else net._bn1.num_features
@@ -39,12 +56,28 @@ class Classifier(nn.Module):
         return self.feature_tap
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last feature map in the backbone's own layout (NCHW, or NHWC for Swin)."""
+        x = self.resize(x)
         fmap = (
             self.net.extract_features(x)
             if self.kind == "efficientnet_pytorch"
             else self.net.forward_features(x)
         )
         return self.feature_tap(fmap)
+
+    def to_nchw(self, fmap: torch.Tensor) -> torch.Tensor:
+        """The feature map as (B, C, H, W) whatever the backbone's layout."""
+        return fmap.permute(0, 3, 1, 2) if self.feature_layout == "NHWC" else fmap
+
+    def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and the (B, C, H, W) feature map they were pooled from (for MC loss, CAM)."""
+        fmap = self.forward_features(x)
+        return self.head(self.pool(fmap)), self.to_nchw(fmap)
+
+    @property
+    def cam_reshape_transform(self):
+        """grad-cam reshape for ``cam_layer`` activations, or None when they are NCHW already."""
+        return self.to_nchw if self.feature_layout == "NHWC" else None
 
     def pool(self, fmap: torch.Tensor) -> torch.Tensor:
         if self.kind == "efficientnet_pytorch":

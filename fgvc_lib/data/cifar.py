@@ -1,0 +1,460 @@
+"""CIFAR-100 in its real python format: a synthetic fine-grained writer, a reader and a torchvision bridge.
+
+On disk (as distributed by the CIFAR authors): ``<root>/cifar-100-python/{train,test,meta}``, each a pickle
+of a dict. ``train``/``test``: ``filenames`` (list of str), ``batch_label`` (str), ``fine_labels`` (list of
+int 0..99), ``coarse_labels`` (list of int 0..19) and ``data`` (uint8 N x 3072: the 1024 red values, then
+1024 green, then 1024 blue, each plane a row-major 32 x 32 image). ``meta``: ``fine_label_names`` (100 str)
+and ``coarse_label_names`` (20 str). Pickles written by Python 2 load with str keys under
+``encoding='latin1'``; re-saved copies may hold bytes keys and bytes names, which the reader accepts too.
+
+Synthetic class design (:func:`write_cifar100`). The images are the synthetic birds of
+:mod:`fgvc_lib.data.synthetic` (classes differ only in a wing patch), drawn large in the frame (object
+length 75-92% of the side) with a wing patch 1.8 times the CUB size (about 7 px wide at 32 px) and light
+clutter. Of the 200 colour x shape x pattern combinations, 100 are used:
+
+* 20 coarse classes = one patch colour and one patch shape, ``coarse = fine // 5``: coarse ``k`` has colour
+  ``k % 8`` (all 8 colours) and shape ``("disc", "triangle", "bar")[k // 8]``, so the four colours
+  Crimson, Tangerine, Golden and Emerald have three shapes and the others two. Square and diamond are not
+  used: under the random rotation of the bird they differ only in their angle to the body axis, which is
+  hard to see at 32 px. Names like ``crimson_disc_birds``.
+* 5 fine classes per coarse class = the 5 patch patterns (solid, striped, dotted, ring, checkered), which
+  change how much of the patch shows the colour versus the contrast colour. Names like
+  ``crimson_disc_solid``.
+
+The images are class-agnostic apart from the patch, so a model has to find and read a ~7 px part: colour
+gives a 1-in-8 grouping, shape and pattern the rest.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from fgvc_lib.data.datasets import DataError
+from fgvc_lib.data.synthetic import (
+    NUM_CLASSES,
+    PART_COLOURS,
+    PART_PATTERNS,
+    class_attributes,
+    image_rng,
+    render_bird,
+)
+
+BASE_FOLDER = "cifar-100-python"
+"""Folder of the official archive that holds ``train``, ``test`` and ``meta``."""
+
+SPLITS: tuple[str, ...] = ("train", "test")
+NUM_FINE = 100
+NUM_COARSE = 20
+IMAGE_SIZE = 32
+ROW_LENGTH = 3 * IMAGE_SIZE * IMAGE_SIZE
+
+COARSE_SHAPES: tuple[str, ...] = ("disc", "triangle", "bar")
+"""Patch shapes used by the synthetic coarse classes (in order of coarse index // 8)."""
+
+# Rendering of the synthetic images: render_bird supersamples at 2x (64 px) and LANCZOS-downsamples to 32.
+RENDER_CLUTTER = 4
+RENDER_LENGTH_RANGE = (0.75, 0.92)
+RENDER_PATCH_SCALE = 1.8
+
+_BATCH_LABELS = {"train": "training batch 1 of 1", "test": "testing batch 1 of 1"}
+_SPLIT_CODE = {"train": 0, "test": 1}
+_REQUIRED_SPLIT_KEYS = ("data", "fine_labels", "filenames")
+
+# ------------------------------------------------------------------------------------------ class design
+
+
+def _attribute_index(colour: str, shape: str, pattern: str) -> int:
+    for index in range(NUM_CLASSES):
+        spec = class_attributes(index)
+        if (spec.colour_name, spec.shape, spec.pattern) == (colour, shape, pattern):
+            return index
+    raise AssertionError(f"no synthetic class with {colour}/{shape}/{pattern}")  # pragma: no cover
+
+
+def _class_design() -> tuple[list[int], list[str], list[str]]:
+    colours = list(PART_COLOURS)
+    attribute_indices: list[int] = []
+    fine_names: list[str] = []
+    coarse_names: list[str] = []
+    for coarse in range(NUM_COARSE):
+        colour, shape = colours[coarse % len(colours)], COARSE_SHAPES[coarse // len(colours)]
+        coarse_names.append(f"{colour.lower()}_{shape}_birds")
+        for pattern in PART_PATTERNS:
+            attribute_indices.append(_attribute_index(colour, shape, pattern))
+            fine_names.append(f"{colour.lower()}_{shape}_{pattern}")
+    return attribute_indices, fine_names, coarse_names
+
+
+FINE_ATTRIBUTE_INDEX, FINE_LABEL_NAMES, COARSE_LABEL_NAMES = _class_design()
+"""Synthetic fine label -> :func:`~fgvc_lib.data.synthetic.class_attributes` index; fine and coarse names."""
+
+
+def coarse_of(fine_label: int) -> int:
+    """Coarse label of a synthetic fine label (5 consecutive fine labels share one coarse class)."""
+    return int(fine_label) // (NUM_FINE // NUM_COARSE)
+
+
+# ------------------------------------------------------------------------------------------ layout helpers
+
+
+def to_cifar_rows(images: np.ndarray) -> np.ndarray:
+    """N x 32 x 32 x 3 (HWC) uint8 images -> N x 3072 rows (R plane, G plane, B plane, row-major)."""
+    images = np.asarray(images, dtype=np.uint8)
+    if images.ndim != 4 or images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 3):
+        raise ValueError(f"images: expected an N x 32 x 32 x 3 array, got shape {images.shape}")
+    return np.ascontiguousarray(images.transpose(0, 3, 1, 2).reshape(len(images), ROW_LENGTH))
+
+
+def from_cifar_rows(rows: np.ndarray) -> np.ndarray:
+    """N x 3072 rows -> N x 32 x 32 x 3 (HWC) uint8 images; the inverse of :func:`to_cifar_rows`."""
+    rows = np.asarray(rows, dtype=np.uint8)
+    return np.ascontiguousarray(rows.reshape(-1, 3, IMAGE_SIZE, IMAGE_SIZE).transpose(0, 2, 3, 1))
+
+
+# ------------------------------------------------------------------------------------------ writer
+
+
+def render_cifar_image(seed: int, fine_label: int, split: str, k: int) -> np.ndarray:
+    """Image ``k`` of synthetic fine class ``fine_label`` in ``split`` as a 32 x 32 x 3 uint8 array."""
+    split = _check_split(split)
+    if not 0 <= int(fine_label) < NUM_FINE:
+        raise ValueError(f"fine_label: expected an integer in 0..{NUM_FINE - 1}, got {fine_label!r}")
+    rng = image_rng(seed, fine_label, _SPLIT_CODE[split], k)
+    image, _ = render_bird(
+        rng,
+        FINE_ATTRIBUTE_INDEX[int(fine_label)],
+        IMAGE_SIZE,
+        clutter=RENDER_CLUTTER,
+        length_range=RENDER_LENGTH_RANGE,
+        patch_scale=RENDER_PATCH_SCALE,
+    )
+    return np.asarray(image, dtype=np.uint8)
+
+
+def _check_count(name: str, value: object, lo: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
+        raise ValueError(f"{name}: expected an integer >= {lo}, got {value!r}")
+    return int(value)
+
+
+def _split_dict(seed: int, split: str, per_class: int, serial0: int) -> dict[str, Any]:
+    """The official dict for one split, images in a seeded shuffled order (as in the real files)."""
+    n = NUM_FINE * per_class
+    order = np.random.default_rng(np.random.SeedSequence([seed, 7_919, _SPLIT_CODE[split]])).permutation(n)
+    images = np.empty((n, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
+    fine: list[int] = []
+    filenames: list[str] = []
+    for row, item in enumerate(order):
+        label, k = divmod(int(item), per_class)
+        images[row] = render_cifar_image(seed, label, split, k)
+        fine.append(label)
+        filenames.append(f"{FINE_LABEL_NAMES[label]}_s_{serial0 + int(item):06d}.png")
+    return {
+        "filenames": filenames,
+        "batch_label": _BATCH_LABELS[split],
+        "fine_labels": fine,
+        "coarse_labels": [coarse_of(label) for label in fine],
+        "data": to_cifar_rows(images),
+    }
+
+
+def _dump(obj: dict[str, Any], path: Path) -> None:
+    with open(path, "wb") as f:
+        pickle.dump(obj, f, protocol=2)
+
+
+def write_cifar100(
+    out: str | os.PathLike[str], *, train_per_class: int = 20, test_per_class: int = 5, seed: int = 0
+) -> Path:
+    """Write a synthetic fine-grained CIFAR-100 under ``out/cifar-100-python``; return ``out`` (the data root).
+
+    Byte-identical for the same arguments; image ``k`` of a class is :func:`render_cifar_image` and does
+    not depend on the per-class counts, the row order is a seeded shuffle (as in the real files). The files are written into a hidden temporary folder next to
+    the target, which is then renamed into place (an existing ``cifar-100-python`` is replaced only once
+    the new one is complete), so an interrupted run never leaves a partial data set under the real name.
+    """
+    train_per_class = _check_count("train_per_class", train_per_class, 1)
+    test_per_class = _check_count("test_per_class", test_per_class, 1)
+    seed = _check_count("seed", seed, 0)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out: expected a directory path, got the existing file {out}")
+    final = out / BASE_FOLDER
+    if final.exists() and not final.is_dir():
+        raise ValueError(f"out: {final} exists and is not a directory; expected a folder to replace")
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / f".{BASE_FOLDER}.tmp-{os.getpid()}"
+    old = out / f".{BASE_FOLDER}.old-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
+    try:
+        tmp.mkdir()
+        _dump(_split_dict(seed, "train", train_per_class, 0), tmp / "train")
+        _dump(_split_dict(seed, "test", test_per_class, NUM_FINE * train_per_class), tmp / "test")
+        _dump(
+            {"fine_label_names": list(FINE_LABEL_NAMES), "coarse_label_names": list(COARSE_LABEL_NAMES)},
+            tmp / "meta",
+        )
+        if final.exists():
+            os.replace(final, old)
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ reader
+
+
+@dataclass
+class CifarArrays:
+    """One CIFAR-100 split in memory: HWC uint8 images, int64 labels and the class names."""
+
+    images: np.ndarray
+    fine_labels: np.ndarray
+    coarse_labels: np.ndarray | None
+    filenames: list[str]
+    fine_names: list[str]
+    coarse_names: list[str]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def _check_split(split: object) -> str:
+    if split not in SPLITS:
+        raise ValueError(f"split: expected one of {SPLITS}, got {split!r}")
+    return str(split)
+
+
+def _base_folder(root: str | os.PathLike[str]) -> Path:
+    """``root/cifar-100-python`` or ``root`` itself when it is that folder; DataError if root is missing."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(
+            f"{root}: CIFAR-100 data root does not exist; expected a folder holding {BASE_FOLDER}/ "
+            "(train, test, meta) or that folder itself"
+        )
+    nested = root / BASE_FOLDER
+    if nested.is_dir():
+        return nested
+    if root.name == BASE_FOLDER or any((root / name).is_file() for name in ("train", "test", "meta")):
+        return root
+    return nested
+
+
+def _text(value: object) -> object:
+    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else value
+
+
+def _load_dict(path: Path, which: str) -> dict[str, Any]:
+    """Unpickle a CIFAR file (latin1, like torchvision) and turn bytes keys into str keys."""
+    if not path.is_file():
+        raise DataError(f"{path}: CIFAR-100 '{which}' file is missing; expected it at {path}")
+    try:
+        with open(path, "rb") as f:
+            obj = pickle.load(f, encoding="latin1")
+    except Exception as exc:  # a corrupt pickle can raise almost anything
+        raise DataError(
+            f"{path}: cannot read the CIFAR-100 '{which}' file ({type(exc).__name__}: {exc}); "
+            "expected a python pickle"
+        ) from None
+    if not isinstance(obj, dict):
+        raise DataError(
+            f"{path}: the CIFAR-100 '{which}' pickle holds a {type(obj).__name__}; expected a dict"
+        )
+    return {_text(key): value for key, value in obj.items()}  # type: ignore[misc]
+
+
+def _require(d: dict[str, Any], key: str, path: Path) -> Any:
+    if key not in d:
+        found = ", ".join(repr(k) for k in d) or "none"
+        raise DataError(f"{path}: missing key '{key}' (keys found: {found})")
+    return d[key]
+
+
+def _names(d: dict[str, Any], key: str, count: int, path: Path) -> list[str]:
+    value = _require(d, key, path)
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, (str, bytes)) for v in value):
+        raise DataError(f"{path}: key '{key}' must be a list of strings, got {type(value).__name__}")
+    if len(value) != count:
+        raise DataError(f"{path}: key '{key}' has {len(value)} names; expected {count}")
+    return [str(_text(v)) for v in value]
+
+
+def _data(d: dict[str, Any], path: Path) -> np.ndarray:
+    value = _require(d, "data", path)
+    try:
+        arr = np.asarray(value)
+    except Exception:  # ragged nested lists
+        arr = np.asarray([], dtype=object)
+    if arr.ndim != 2 or arr.shape[1] != ROW_LENGTH or arr.dtype.kind not in "iu":
+        raise DataError(
+            f"{path}: key 'data' has shape {arr.shape} and dtype {arr.dtype}; expected an N x {ROW_LENGTH} "
+            "uint8 array (1024 R, 1024 G, 1024 B values per 32x32 image)"
+        )
+    if arr.dtype != np.uint8 and arr.size and (arr.min() < 0 or arr.max() > 255):
+        raise DataError(f"{path}: key 'data' has values in {arr.min()}..{arr.max()}; expected 0..255 (uint8)")
+    return arr.astype(np.uint8, copy=False)
+
+
+def _labels(d: dict[str, Any], key: str, n: int, count: int, path: Path) -> np.ndarray:
+    value = _require(d, key, path)
+    try:
+        labels = np.asarray(value)
+    except Exception:
+        labels = np.asarray([], dtype=object)
+    if labels.ndim != 1 or (labels.size and labels.dtype.kind not in "iu"):
+        raise DataError(f"{path}: key '{key}' must be a list of integers, got {type(value).__name__}")
+    if len(labels) != n:
+        raise DataError(f"{path}: key '{key}' has {len(labels)} labels but 'data' has {n} images")
+    bad = np.flatnonzero((labels < 0) | (labels >= count))
+    if bad.size:
+        i = int(bad[0])
+        raise DataError(f"{path}: key '{key}' index {i}: label {labels[i]} is outside 0..{count - 1}")
+    return labels.astype(np.int64)
+
+
+def _filenames(d: dict[str, Any], n: int, path: Path) -> list[str]:
+    value = _require(d, "filenames", path)
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, (str, bytes)) for v in value):
+        raise DataError(f"{path}: key 'filenames' must be a list of strings, got {type(value).__name__}")
+    if len(value) != n:
+        raise DataError(f"{path}: key 'filenames' has {len(value)} names but 'data' has {n} images")
+    return [str(_text(v)) for v in value]
+
+
+def _meta_names(base: Path) -> tuple[list[str], list[str]]:
+    path = base / "meta"
+    meta = _load_dict(path, "meta")
+    fine = _names(meta, "fine_label_names", NUM_FINE, path)
+    coarse = _names(meta, "coarse_label_names", NUM_COARSE, path) if "coarse_label_names" in meta else []
+    return fine, coarse
+
+
+def read_cifar100(root: str | os.PathLike[str], split: str) -> CifarArrays:
+    """Read ``root/cifar-100-python/{split}`` and ``meta`` (``root`` may also be that folder itself).
+
+    Accepts str or bytes keys and names. ``coarse_labels`` and ``coarse_label_names`` are optional
+    (``None`` / ``[]`` when absent); everything else is required and checked. Pickles can run code when
+    loaded: read only files you trust (the same holds for torchvision's loader).
+    """
+    split = _check_split(split)
+    base = _base_folder(root)
+    path = base / split
+    d = _load_dict(path, split)
+    fine_names, coarse_names = _meta_names(base)
+    for key in _REQUIRED_SPLIT_KEYS:
+        _require(d, key, path)
+    rows = _data(d, path)
+    n = len(rows)
+    fine = _labels(d, "fine_labels", n, NUM_FINE, path)
+    coarse = _labels(d, "coarse_labels", n, NUM_COARSE, path) if "coarse_labels" in d else None
+    return CifarArrays(
+        images=from_cifar_rows(rows),
+        fine_labels=fine,
+        coarse_labels=coarse,
+        filenames=_filenames(d, n, path),
+        fine_names=fine_names,
+        coarse_names=coarse_names,
+    )
+
+
+# ------------------------------------------------------------------------------------------ torchvision
+
+
+def is_official_cifar100(root: str | os.PathLike[str]) -> bool:
+    """True when ``train``, ``test`` and ``meta`` are present with torchvision's MD5 sums (the real set)."""
+    import torchvision.datasets as tvd
+    from torchvision.datasets.utils import check_integrity
+
+    try:
+        base = _base_folder(root)
+    except DataError:
+        return False
+    cls = tvd.CIFAR100
+    expected = [*cls.train_list, *cls.test_list, [cls.meta["filename"], cls.meta["md5"]]]
+    return all(check_integrity(str(base / name), md5) for name, md5 in expected)
+
+
+def load_cifar100(root: str | os.PathLike[str], split: str, *, download: bool = False) -> CifarArrays:
+    """Load a CIFAR-100 split: the official files through torchvision, anything else with our reader.
+
+    When the official files are present (:func:`is_official_cifar100`) or ``download`` is True,
+    ``torchvision.datasets.CIFAR100`` loads (and, only with ``download=True``, downloads) the split and
+    checks its MD5 sums; images, fine labels and fine names come from it. Coarse labels, coarse names and
+    filenames are then read from the verified pickles themselves (torchvision drops them); when those files
+    are absent (possible only with a stand-in for torchvision) they are ``None``, ``[]`` and generated
+    names. Otherwise (e.g. the synthetic set of :func:`write_cifar100`) :func:`read_cifar100` is used and
+    nothing is downloaded.
+    """
+    split = _check_split(split)
+    root = Path(root)
+    if not download and not is_official_cifar100(root):
+        return read_cifar100(root, split)
+    import torchvision.datasets as tvd
+
+    parent = root.parent if root.name == BASE_FOLDER and not (root / BASE_FOLDER).is_dir() else root
+    try:
+        ds = tvd.CIFAR100(str(parent), train=split == "train", download=download)
+    except RuntimeError as exc:
+        raise DataError(f"{parent / BASE_FOLDER}: torchvision could not load CIFAR-100 ({exc})") from None
+    images = np.ascontiguousarray(np.asarray(ds.data, dtype=np.uint8))
+    fine = np.asarray(ds.targets, dtype=np.int64)
+    n = len(images)
+    coarse: np.ndarray | None = None
+    coarse_names: list[str] = []
+    filenames = [f"{split}_{i:05d}.png" for i in range(n)]
+    base = parent / BASE_FOLDER
+    if (base / split).is_file() and (base / "meta").is_file():
+        path = base / split
+        d = _load_dict(path, split)
+        if "coarse_labels" in d:
+            coarse = _labels(d, "coarse_labels", n, NUM_COARSE, path)
+        filenames = _filenames(d, n, path)
+        coarse_names = _meta_names(base)[1]
+    return CifarArrays(
+        images=images,
+        fine_labels=fine,
+        coarse_labels=coarse,
+        filenames=filenames,
+        fine_names=[str(c) for c in ds.classes],
+        coarse_names=coarse_names,
+    )
+
+
+# ------------------------------------------------------------------------------------------ dataset
+
+
+class CifarDataset(torch.utils.data.Dataset):
+    """A torch dataset over :class:`CifarArrays`: ``(transform(PIL RGB image), fine label)``."""
+
+    def __init__(self, arrays: CifarArrays, transform: Callable[[Image.Image], Any] | None = None) -> None:
+        self.arrays = arrays
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.arrays.images)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        img = Image.fromarray(np.asarray(self.arrays.images[index], dtype=np.uint8)).convert("RGB")
+        return (self.transform(img) if self.transform else img), int(self.arrays.fine_labels[index])
+
+    @property
+    def targets(self) -> list[int]:
+        return [int(v) for v in self.arrays.fine_labels]
+
+    @property
+    def classes(self) -> Sequence[str]:
+        return self.arrays.fine_names
