@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: demo test lab venv lint clean-outputs
+.PHONY: demo test lab venv lint clean-outputs grid-demo
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,9 +14,14 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-## demo: generate the embedded data and run notebooks/bird.ipynb into outputs/runs/bird/<run-id>/
+## demo: generate the embedded data and run notebooks/bird.ipynb (then cifar100.ipynb) into outputs/runs/<nb>/<run-id>/
 demo: $(STAMP)
 	$(VENV)/bin/fgvc run bird -f parameters/bird.yaml
+	$(VENV)/bin/fgvc run cifar100 -f parameters/cifar100.yaml
+
+## grid-demo: the cifar100 report's Table 1 (ten runs) on the embedded data, CPU preset, then one summary table
+grid-demo: $(STAMP)
+	$(VENV)/bin/fgvc grid parameters/cifar100_table1.yaml --preset tiny --jobs 2
 
 ## test: the whole suite on the CPU (includes one papermill execution of each notebook)
 test: $(STAMP)

@@ -1,5 +1,5 @@
 """``fgvc`` command line: ``synth`` (write embedded data sets), ``run`` (execute a notebook into a run folder),
-``params`` (list a notebook's parameters)."""
+``params`` (list a notebook's parameters), ``grid`` (run a parameter grid), ``report`` (summarise one)."""
 
 from __future__ import annotations
 
@@ -84,6 +84,8 @@ def export_html(notebook_file: str | Path) -> Path:
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
+    if args.per_class is None:
+        args.per_class = 30 if args.dataset == "bird" else 20
     if args.dataset == "bird":
         from .data.synthetic import write_cub
 
@@ -91,6 +93,14 @@ def _cmd_synth(args: argparse.Namespace) -> int:
             args.out, classes=args.classes, per_class=args.per_class, size=args.size, seed=args.seed
         )
         print(f"wrote a synthetic CUB-200-2011 tree to {root}")
+        return 0
+    if args.dataset == "cifar100":
+        from .data.cifar import write_cifar100
+
+        root = write_cifar100(
+            args.out, train_per_class=args.per_class, test_per_class=args.test_per_class, seed=args.seed
+        )
+        print(f"wrote synthetic CIFAR-100 python files to {root / 'cifar-100-python'}")
         return 0
     raise SystemExit(f"unknown data set {args.dataset!r}")
 
@@ -118,23 +128,86 @@ def _cmd_params(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_gpus(text: str | None) -> list[int] | None:
+    """``--gpus 0,1`` -> [0, 1]; ``none`` or empty -> [] (no pinning); absent -> None (all visible)."""
+    if text is None:
+        return None
+    if text.strip().lower() in ("", "none", "cpu"):
+        return []
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(f"--gpus: expected GPU indexes like 0,1 (or none), got {text!r}") from None
+
+
+def _cmd_grid(args: argparse.Namespace) -> int:
+    from collections import Counter
+
+    from .grid import format_plan, grid_folder, load_grid, run_grid
+
+    spec = load_grid(args.file)
+    records = run_grid(
+        spec,
+        preset=args.preset,
+        jobs=args.jobs,
+        dry_run=args.dry_run,
+        retry_failed=args.retry_failed,
+        gpus=_parse_gpus(args.gpus),
+        progress=not args.no_progress,
+    )
+    counts = Counter(r.status for r in records)
+    status = ", ".join(f"{n} {s}" for s, n in counts.items())
+    if args.dry_run:
+        print(format_plan(records))
+        print(f"{len(records)} runs ({status}) -> {grid_folder(spec)}")
+        return 0
+    print(f"summary: {grid_folder(spec) / 'summary.md'}")
+    print(f"{len(records)} runs: {status}")
+    earlier = [r for r in records if r.status == "skipped" and r.error]
+    if earlier:
+        print(f"{len(earlier)} skipped run(s) failed earlier; --retry-failed runs them again")
+    return 1 if counts.get("failed") else 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .grid import grid_folder, grid_record, load_grid, write_report
+
+    target = Path(args.grid)
+    if target.is_dir():
+        grid_dir = target
+        spec = grid_record(target).get("spec") or {}
+        compare, metric = spec.get("compare"), spec.get("metric") or "val_acc"
+    else:
+        loaded = load_grid(target)
+        grid_dir, compare, metric = grid_folder(loaded), loaded.compare, loaded.metric
+    paths = write_report(grid_dir, compare=compare, metric=args.metric or metric)
+    print(paths["summary_md"].read_text(), end="")
+    for key, path in paths.items():
+        if key.startswith("compare_"):
+            print(f"figure: {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fgvc", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     synth = sub.add_parser("synth", help="write a deterministic synthetic data set in a real on-disk format")
-    synth.add_argument("dataset", choices=["bird"], help="bird: CUB-200-2011 layout")
+    synth.add_argument(
+        "dataset", choices=["bird", "cifar100"], help="bird: CUB-200-2011 layout; cifar100: cifar-100-python/"
+    )
     synth.add_argument("--out", required=True, help="output folder")
-    synth.add_argument("--classes", type=int, default=10)
-    synth.add_argument("--per-class", type=int, default=30)
-    synth.add_argument("--size", type=int, default=128)
+    synth.add_argument("--classes", type=int, default=10, help="bird: number of classes")
+    synth.add_argument("--per-class", type=int, default=None, help="images per class (cifar100: training)")
+    synth.add_argument("--test-per-class", type=int, default=5, help="cifar100: test images per class")
+    synth.add_argument("--size", type=int, default=128, help="bird: image side")
     synth.add_argument("--seed", type=int, default=0)
     synth.set_defaults(func=_cmd_synth)
 
     run = sub.add_parser(
         "run", help="execute a notebook with papermill into outputs/runs/<notebook>/<run-id>/"
     )
-    run.add_argument("notebook", help="bird")
+    run.add_argument("notebook", help="bird | cifar100")
     run.add_argument("-f", "--file", action="append", help="YAML parameter file (repeatable; later wins)")
     run.add_argument(
         "-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"), help="override a parameter"
@@ -147,6 +220,23 @@ def build_parser() -> argparse.ArgumentParser:
     params = sub.add_parser("params", help="list a notebook's parameters with defaults and help")
     params.add_argument("notebook")
     params.set_defaults(func=_cmd_params)
+
+    grid = sub.add_parser("grid", help="run a YAML parameter grid (outputs/runs/<name>/<run-id>/ + summary)")
+    grid.add_argument("file", help="grid YAML (see fgvc_lib/grid.py for the format)")
+    grid.add_argument("--jobs", type=int, default=1, help="runs at once (worker processes)")
+    grid.add_argument("--dry-run", action="store_true", help="validate and print the planned runs only")
+    grid.add_argument("--preset", default=None, help="apply a preset of the grid file (e.g. tiny)")
+    grid.add_argument("--retry-failed", action="store_true", help="run failed runs again (old folder kept)")
+    grid.add_argument(
+        "--gpus", default=None, help="GPU indexes for the workers, e.g. 0,1 (default: all; none)"
+    )
+    grid.add_argument("--no-progress", action="store_true", help="no progress bar")
+    grid.set_defaults(func=_cmd_grid)
+
+    report = sub.add_parser("report", help="summary.csv/.md and comparison figures of a grid")
+    report.add_argument("grid", help="a grid YAML or an outputs/runs/<name> folder")
+    report.add_argument("--metric", default=None, help="history.csv column for the figures (default: grid's)")
+    report.set_defaults(func=_cmd_report)
     return parser
 
 

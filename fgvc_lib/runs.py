@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import fcntl
 import json
 import os
 import secrets
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +55,31 @@ def outputs_root() -> Path:
 def embedded_data_dir(name: str) -> Path:
     """Where a generated embedded data set lives (git-ignored)."""
     return outputs_root() / "data" / name
+
+
+@contextlib.contextmanager
+def file_lock(path: str | Path) -> Iterator[None]:
+    """An exclusive advisory lock (``flock``) held for the ``with`` block; other processes wait."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def ensure_embedded_data(name: str, is_complete: Callable[[Path], bool], write: Callable[[Path], Any]) -> Path:
+    """The embedded data set ``name``, generated once: parallel runs (grid workers) wait on a lock instead of
+    writing the same files at the same time."""
+    root = embedded_data_dir(name)
+    if is_complete(root):
+        return root
+    with file_lock(root.parent / f".{name}.lock"):
+        if not is_complete(root):
+            write(root)
+    return root
 
 
 def new_run_id() -> str:

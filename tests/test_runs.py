@@ -82,3 +82,38 @@ def test_outputs_root_follows_env_and_project(tmp_path, monkeypatch):
     monkeypatch.delenv("FGVC_OUTPUTS")
     monkeypatch.chdir(project_root(os.path.dirname(__file__)) / "notebooks")
     assert outputs_root() == project_root(os.path.dirname(__file__)) / "outputs"
+
+
+def test_embedded_data_is_written_once_under_a_lock(tmp_path, monkeypatch):
+    import multiprocessing as mp
+
+    from fgvc_lib.runs import ensure_embedded_data
+
+    monkeypatch.setenv("FGVC_OUTPUTS", str(tmp_path))
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_writer_process, args=(str(tmp_path),)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(30)
+    root = ensure_embedded_data("set", lambda r: (r / "done").is_file(), _slow_write)
+    assert (root / "writes").read_text() == "x"  # one writer, the others waited and found it complete
+
+
+def _slow_write(root):
+    import time
+
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / "writes", "a") as fh:
+        fh.write("x")
+    time.sleep(0.3)
+    (root / "done").write_text("ok")
+
+
+def _writer_process(outputs):
+    import os
+
+    from fgvc_lib.runs import ensure_embedded_data
+
+    os.environ["FGVC_OUTPUTS"] = outputs
+    ensure_embedded_data("set", lambda r: (r / "done").is_file(), _slow_write)

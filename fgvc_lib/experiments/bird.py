@@ -34,7 +34,7 @@ from ..losses import create_loss
 from ..losses.ohem import create_ohem_schedule
 from ..models import create_ensemble, create_model, data_config
 from ..optim import create_optimizer, create_scheduler
-from ..runs import embedded_data_dir
+from ..runs import ensure_embedded_data
 from .base import Experiment, ExperimentResult
 
 NOTEBOOK = "bird"
@@ -45,10 +45,11 @@ def embedded_bird_root(classes: int, per_class: int, size: int) -> Path:
     """The embedded synthetic CUB tree for these sizes, generated on first use (deterministic)."""
     from ..data.synthetic import is_complete, write_cub
 
-    root = embedded_data_dir(f"cub-synthetic-c{classes}-k{per_class}-s{size}-seed{EMBEDDED_SEED}")
-    if not is_complete(root):
-        write_cub(root, classes=classes, per_class=per_class, size=size, seed=EMBEDDED_SEED)
-    return root
+    return ensure_embedded_data(
+        f"cub-synthetic-c{classes}-k{per_class}-s{size}-seed{EMBEDDED_SEED}",
+        is_complete,
+        lambda root: write_cub(root, classes=classes, per_class=per_class, size=size, seed=EMBEDDED_SEED),
+    )
 
 
 BirdResult = ExperimentResult  # kept as the bird name of the shared result type

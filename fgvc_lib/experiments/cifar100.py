@@ -24,7 +24,7 @@ from ..engine import Trainer, create_strategy, resolve_device, seed_everything
 from ..losses import create_loss
 from ..models import create_model, data_config
 from ..optim import create_optimizer, create_scheduler
-from ..runs import embedded_data_dir
+from ..runs import ensure_embedded_data
 from .base import Experiment, ExperimentResult
 
 NOTEBOOK = "cifar100"
@@ -33,12 +33,13 @@ EMBEDDED_SEED = 0
 
 def embedded_cifar_root(train_per_class: int, test_per_class: int) -> Path:
     """The embedded synthetic CIFAR-100 files for these sizes, generated on first use (deterministic)."""
-    root = embedded_data_dir(f"cifar100-synthetic-tr{train_per_class}-te{test_per_class}-seed{EMBEDDED_SEED}")
-    if not (root / "cifar-100-python" / "meta").is_file():
-        write_cifar100(
+    return ensure_embedded_data(
+        f"cifar100-synthetic-tr{train_per_class}-te{test_per_class}-seed{EMBEDDED_SEED}",
+        lambda root: (root / "cifar-100-python" / "meta").is_file(),
+        lambda root: write_cifar100(
             root, train_per_class=train_per_class, test_per_class=test_per_class, seed=EMBEDDED_SEED
-        )
-    return root
+        ),
+    )
 
 
 class Cifar100Experiment(Experiment):
