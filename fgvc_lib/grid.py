@@ -255,15 +255,23 @@ def _expand_part(base: Mapping[str, Any], axes: Mapping[str, list[Any]], rows: l
 
 
 def apply_preset(run: Mapping[str, Any], preset: Mapping[str, Any]) -> dict[str, Any]:
-    """``replace`` substitutions on the run's values, then the preset's ``base`` overrides."""
+    """``replace`` substitutions on the run's values, then the preset's ``base`` overrides.
+
+    A substitution whose new value is a mapping sets several parameters for the runs that match, after
+    ``base`` (e.g. ``model: {efficientnet-b4: {model: tf_efficientnet_lite0, pretrained: true}}``)."""
     out = dict(run)
+    bundles: dict[str, Any] = {}
     for key, substitutions in preset.get("replace", {}).items():
         if key in out:
             for old, new in substitutions.items():
                 if _same(out[key], old):
-                    out[key] = new
+                    if isinstance(new, Mapping):
+                        bundles.update(new)
+                    else:
+                        out[key] = new
                     break
     out.update(preset.get("base", {}))
+    out.update(bundles)
     return out
 
 
@@ -599,14 +607,23 @@ def execute_run(
     return settle_run(notebook, params, run_dir, error, time.time() - start, tb)
 
 
-def _init_worker(gpu_queue: Any) -> None:
-    """Pool initializer: take one GPU (a CUDA_VISIBLE_DEVICES value) before this worker starts any kernel."""
+def _init_worker(gpu_queue: Any, threads: int) -> None:
+    """Pool initializer: take one GPU (a CUDA_VISIBLE_DEVICES value) and a share of the CPU cores before this
+    worker starts any kernel (kernels inherit the environment)."""
+    if threads > 0:
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(var, str(threads))
     try:
         value = gpu_queue.get(timeout=30)
     except _queue.Empty:
         return
     if value is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(value)
+
+
+def threads_per_job(jobs: int) -> int:
+    """CPU threads each of ``jobs`` parallel runs gets, so that they do not oversubscribe the cores."""
+    return max(1, (os.cpu_count() or 1) // max(1, jobs))
 
 
 def cuda_visible_value(gpu: int) -> str:
@@ -638,8 +655,9 @@ def worker_pool(jobs: int, gpus: list[int] | None) -> ProcessPoolExecutor:
     gpu_queue = ctx.Queue()
     for i in range(jobs):
         gpu_queue.put(cuda_visible_value(gpus[i % len(gpus)]) if gpus else None)
+    threads = threads_per_job(jobs) if jobs > 1 else 0
     return ProcessPoolExecutor(
-        max_workers=jobs, mp_context=ctx, initializer=_init_worker, initargs=(gpu_queue,)
+        max_workers=jobs, mp_context=ctx, initializer=_init_worker, initargs=(gpu_queue, threads)
     )
 
 
@@ -740,10 +758,12 @@ def run_grid(
 
 # ---------------------------------------------------------------------------------------------- report
 def _scan(grid_dir: Path) -> list[tuple[str, dict[str, Any]]]:
-    """(folder name, metrics.json) of every run folder, in grid.yaml's plan order, then by name."""
+    """(folder name, metrics.json) of the run folders of the latest plan (grid.yaml's run ids, in plan order);
+    of every run folder when there is no grid.yaml. Runs of an older plan or another preset stay on disk."""
     entries = []
+    planned = set(grid_record(grid_dir).get("runs") or [])
     for folder in sorted(p for p in grid_dir.iterdir() if p.is_dir()):
-        if _MOVED_ASIDE.search(folder.name):
+        if _MOVED_ASIDE.search(folder.name) or (planned and folder.name not in planned):
             continue
         metrics = _read_json(folder / "metrics.json")
         if metrics is not None:
@@ -865,7 +885,7 @@ def compare_figure(
     values: list[str] = []
     others = [k for k in varying if k != axis]
     combos: list[str] = []
-    fig = Figure(figsize=(7.5, 4.5))
+    fig = Figure(figsize=(11, 4.5))
     ax = fig.add_subplot()
     colors = [f"C{i}" for i in range(10)]
     styles = ["-", "--", ":", "-."]
@@ -894,7 +914,7 @@ def compare_figure(
     else:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     return fig
 
 

@@ -70,7 +70,9 @@ def file_lock(path: str | Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def ensure_embedded_data(name: str, is_complete: Callable[[Path], bool], write: Callable[[Path], Any]) -> Path:
+def ensure_embedded_data(
+    name: str, is_complete: Callable[[Path], bool], write: Callable[[Path], Any]
+) -> Path:
     """The embedded data set ``name``, generated once: parallel runs (grid workers) wait on a lock instead of
     writing the same files at the same time."""
     root = embedded_data_dir(name)

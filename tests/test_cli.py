@@ -50,7 +50,9 @@ def test_unknown_notebook(capsys):
 def test_synth_cifar100_writes_the_python_format(tmp_path, capsys):
     from fgvc_lib.data.cifar import read_cifar100
 
-    assert main(["synth", "cifar100", "--out", str(tmp_path), "--per-class", "1", "--test-per-class", "1"]) == 0
+    assert (
+        main(["synth", "cifar100", "--out", str(tmp_path), "--per-class", "1", "--test-per-class", "1"]) == 0
+    )
     arrays = read_cifar100(tmp_path, "train")
     assert arrays.images.shape == (100, 32, 32, 3) and len(arrays.fine_names) == 100
     assert "cifar-100-python" in capsys.readouterr().out

@@ -446,3 +446,31 @@ def test_retry_failed_reruns_and_keeps_the_earlier_folder(executed, monkeypatch)
     assert len(kept) == 1 and (kept[0] / "metrics.json").is_file()
     assert (executed.grid_dir / failed_id / "metrics.json").is_file()
     assert len(g.collect_runs(executed.grid_dir)) == 3  # the renamed folder is not a run of the grid
+
+
+ROOT_DIR = Path(__file__).resolve().parents[1]
+
+
+def test_cifar100_table1_is_the_reports_ten_rows():
+    spec = g.load_grid(ROOT_DIR / "parameters" / "cifar100_table1.yaml")
+    runs = g.validate_runs(spec, g.expand_grid(spec))
+    assert len(runs) == 10
+    rows = [(r["model"], r["batch_size"], r["loss"], r["lr"], r["upsample_size"]) for r in runs]
+    effnet = [r for r in rows if r[0] == "efficientnet-b4"]
+    assert sorted((b, loss) for _, b, loss, _, _ in effnet) == sorted(
+        (b, loss) for b in (32, 64) for loss in ("ce", "mc", "focal", "flsd53")
+    )
+    assert all(lr == 1e-3 and up == 224 for *_, lr, up in effnet)
+    swin = [r for r in rows if r[0] == "swin_base_patch4_window12_384"]
+    assert sorted(loss for _, _, loss, _, _ in swin) == ["flsd53", "focal"]
+    assert all(b == 64 and lr == 3e-5 and up == 384 for _, b, _, lr, up in swin)
+    assert all(r["epochs"] == 200 and r["weight_decay"] == 1e-4 and r["lr_decay"] == 0.8 for r in runs)
+
+
+def test_cifar100_table1_tiny_preset_swaps_in_cpu_stand_ins():
+    spec = g.load_grid(ROOT_DIR / "parameters" / "cifar100_table1.yaml")
+    runs = g.validate_runs(spec, g.expand_grid(spec, preset="tiny"))
+    assert len(runs) == 10
+    models = {(r["model"], r["pretrained"]) for r in runs}
+    assert models == {("tf_efficientnet_lite0", True), ("swin_tiny_patch4_window7_224", False)}
+    assert all(r["data_root"] == "" and not r["download"] and r["epochs"] == 2 for r in runs)

@@ -29,7 +29,7 @@ def colour_image() -> Image.Image:
 
 
 def test_list_presets() -> None:
-    assert list_presets() == ["bird", "light", "none"]
+    assert list_presets() == ["bird", "cifar100", "light", "none"]
 
 
 # ------------------------------------------------------------------------------------------ bird structure
@@ -190,10 +190,10 @@ def test_unknown_preset_lists_presets_and_suggests() -> None:
     with pytest.raises(ValueError) as exc:
         build_transform("brid", 32, train=True)
     msg = str(exc.value)
-    assert "'brid'" in msg and "(bird, light, none)" in msg and "did you mean 'bird'?" in msg
+    assert "'brid'" in msg and "(bird, cifar100, light, none)" in msg and "did you mean 'bird'?" in msg
     with pytest.raises(ValueError) as exc:
         build_transform("zzzzzz", 32, train=False)
-    assert "(bird, light, none)" in str(exc.value) and "did you mean" not in str(exc.value)
+    assert "(bird, cifar100, light, none)" in str(exc.value) and "did you mean" not in str(exc.value)
 
 
 # ------------------------------------------------------------------------------------------ statistics
@@ -221,3 +221,23 @@ def test_bird_preset_grayscale_share(colour_image: Image.Image) -> None:
     assert 0.17 < gray / n < 0.33
     assert 0.17 < hsv_of_gray / n < 0.33
     assert 0.40 < (gray + hsv_of_gray) / n < 0.60
+
+
+def test_cifar100_preset_structure_and_noise() -> None:
+    from torchvision import transforms as T
+    from torchvision.transforms import v2
+
+    tf = build_transform("cifar100", 32, train=True, mean=(0.5,) * 3, std=(0.25,) * 3, noise_std=0.1, noise_p=1.0)
+    kinds = [type(t).__name__ for t in tf.transforms]
+    assert kinds == ["Resize", "RandomRotation", "RandomHorizontalFlip", "AutoAugment", "ToTensor",
+                     "RandomApply", "Normalize"]
+    rotation, autoaug, noise = tf.transforms[1], tf.transforms[3], tf.transforms[5]
+    assert list(rotation.degrees) == [-10.0, 10.0]
+    assert autoaug.policy == T.AutoAugmentPolicy.CIFAR10
+    assert noise.p == 1.0 and isinstance(noise.transforms[0], v2.GaussianNoise)
+    torch.manual_seed(0)
+    flat = torch.full((3, 64, 64), 0.5)
+    noisy = noise(flat)
+    assert float((noisy - flat).std()) == pytest.approx(0.1, rel=0.05)
+    with pytest.raises(TypeError, match="noise_sd"):
+        build_transform("cifar100", 32, train=True, noise_sd=0.1)
