@@ -92,3 +92,48 @@ def overlay(image: np.ndarray, cam: np.ndarray, image_weight: float = 0.5) -> np
     return show_cam_on_image(
         np.clip(image, 0, 1).astype(np.float32), cam, use_rgb=True, image_weight=image_weight
     )
+
+
+# ---------------------------------------------------------------------------------------------- CAM-guided crops
+def cam_box(cam: np.ndarray, threshold: float = 0.5) -> tuple[float, float, float, float]:
+    """(x, y, w, h) box around the connected region of ``cam >= threshold * max`` that holds the CAM peak."""
+    from scipy import ndimage
+
+    if cam.ndim != 2:
+        raise ValueError(f"cam: expected a 2-D map, got shape {cam.shape}")
+    peak = np.unravel_index(int(np.argmax(cam)), cam.shape)
+    mask = cam >= threshold * float(cam.max()) if cam.max() > 0 else np.ones_like(cam, dtype=bool)
+    labels, _ = ndimage.label(mask)
+    ys, xs = np.nonzero(labels == labels[peak])
+    x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
+    return float(x0), float(y0), float(x1 - x0), float(y1 - y0)
+
+
+def expand_box(
+    box: tuple[float, float, float, float], margin: float, width: float, height: float
+) -> tuple[float, float, float, float]:
+    """Grow a box by ``margin`` of its size on every side, clipped to the image."""
+    x, y, w, h = box
+    x0, y0 = max(0.0, x - margin * w), max(0.0, y - margin * h)
+    x1, y1 = min(float(width), x + w + margin * w), min(float(height), y + h + margin * h)
+    return x0, y0, x1 - x0, y1 - y0
+
+
+def box_iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
+    """Intersection over union of two (x, y, w, h) boxes."""
+    ax0, ay0, ax1, ay1 = a[0], a[1], a[0] + a[2], a[1] + a[3]
+    bx0, by0, bx1, by1 = b[0], b[1], b[0] + b[2], b[1] + b[3]
+    iw, ih = max(0.0, min(ax1, bx1) - max(ax0, bx0)), max(0.0, min(ay1, by1) - max(ay0, by0))
+    inter = iw * ih
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter / union if union > 0 else 0.0
+
+
+def crop_to_boxes(
+    images: torch.Tensor, boxes: Sequence[tuple[float, float, float, float]], size: int
+) -> torch.Tensor:
+    """Crop each image of a (B, C, H, W) batch to its (x, y, w, h) box and resize to ``size`` (one roi_align)."""
+    from torchvision.ops import roi_align
+
+    rois = torch.tensor([[i, x, y, x + w, y + h] for i, (x, y, w, h) in enumerate(boxes)], dtype=images.dtype)
+    return roi_align(images, rois.to(images.device), output_size=(size, size), aligned=True)

@@ -86,6 +86,10 @@ def export_html(notebook_file: str | Path) -> Path:
 def _cmd_synth(args: argparse.Namespace) -> int:
     if args.per_class is None:
         args.per_class = 30 if args.dataset == "bird" else 20
+    if args.classes is None:
+        args.classes = 10 if args.dataset == "bird" else 30
+    if args.size is None:
+        args.size = 96 if args.dataset == "inat" else 128
     if args.dataset == "bird":
         from .data.synthetic import write_cub
 
@@ -101,6 +105,26 @@ def _cmd_synth(args: argparse.Namespace) -> int:
             args.out, train_per_class=args.per_class, test_per_class=args.test_per_class, seed=args.seed
         )
         print(f"wrote synthetic CIFAR-100 python files to {root / 'cifar-100-python'}")
+        return 0
+    if args.dataset == "inat":
+        from .data.inat import write_inat
+
+        root = write_inat(
+            args.out,
+            classes=args.classes,
+            max_per_class=args.max_per_class,
+            imbalance=args.imbalance,
+            val_per_class=args.val_per_class,
+            size=args.size,
+            seed=args.seed,
+        )
+        print(f"wrote a synthetic iNat-2019 set (train2019.json, val2019.json, images) to {root}")
+        return 0
+    if args.dataset == "multilabel":
+        from .data.multilabel import write_multilabel
+
+        root = write_multilabel(args.out, images=args.images, size=args.size, seed=args.seed)
+        print(f"wrote a synthetic multi-label set (images/, annotations/) to {root}")
         return 0
     raise SystemExit(f"unknown data set {args.dataset!r}")
 
@@ -194,20 +218,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     synth = sub.add_parser("synth", help="write a deterministic synthetic data set in a real on-disk format")
     synth.add_argument(
-        "dataset", choices=["bird", "cifar100"], help="bird: CUB-200-2011 layout; cifar100: cifar-100-python/"
+        "dataset",
+        choices=["bird", "cifar100", "inat", "multilabel"],
+        help="bird: CUB-200-2011 layout; cifar100: cifar-100-python/; inat: iNat-2019 JSON; "
+        "multilabel: images/ + annotations/<label>.txt",
     )
     synth.add_argument("--out", required=True, help="output folder")
-    synth.add_argument("--classes", type=int, default=10, help="bird: number of classes")
+    synth.add_argument("--classes", type=int, default=None, help="bird / inat: number of classes")
     synth.add_argument("--per-class", type=int, default=None, help="images per class (cifar100: training)")
     synth.add_argument("--test-per-class", type=int, default=5, help="cifar100: test images per class")
-    synth.add_argument("--size", type=int, default=128, help="bird: image side")
+    synth.add_argument("--size", type=int, default=None, help="bird / inat / multilabel: image side")
+    synth.add_argument("--max-per-class", type=int, default=60, help="inat: images of the largest class")
+    synth.add_argument("--imbalance", type=float, default=20.0, help="inat: imbalance ratio n_max / n_min")
+    synth.add_argument("--val-per-class", type=int, default=3, help="inat: validation images per class")
+    synth.add_argument("--images", type=int, default=2000, help="multilabel: number of images")
     synth.add_argument("--seed", type=int, default=0)
     synth.set_defaults(func=_cmd_synth)
 
     run = sub.add_parser(
         "run", help="execute a notebook with papermill into outputs/runs/<notebook>/<run-id>/"
     )
-    run.add_argument("notebook", help="bird | cifar100")
+    run.add_argument("notebook", help="bird | cifar100 | inat_bbn | multilabel")
     run.add_argument("-f", "--file", action="append", help="YAML parameter file (repeatable; later wins)")
     run.add_argument(
         "-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"), help="override a parameter"

@@ -24,8 +24,11 @@ class ParameterError(ValueError):
 
 
 def param(default: Any, help: str, *, min: float | None = None, max: float | None = None) -> Any:  # noqa: A002
-    """A dataclass field with a help text and optional numeric bounds."""
-    return field(default=default, metadata={"help": help, "min": min, "max": max})
+    """A dataclass field with a help text and optional numeric bounds (list defaults are copied per instance)."""
+    metadata = {"help": help, "min": min, "max": max}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 _TRUE = {"true", "yes", "y", "on", "1"}
@@ -303,7 +306,111 @@ class Cifar100Params(ExperimentParams):
     progress: bool = param(True, "tqdm progress bars")
 
 
-PARAMS_BY_NOTEBOOK: dict[str, type[ExperimentParams]] = {"bird": BirdParams, "cifar100": Cifar100Params}
+@dataclass
+class InatBBNParams(ExperimentParams):
+    """The inat_bbn notebook (long-tailed iNaturalist-2019). Defaults: the embedded CPU run."""
+
+    NOTEBOOK: ClassVar[str] = "inat_bbn"
+
+    data_root: str = param(
+        "", "iNat-2019 root (train2019.json, val2019.json, images); empty: embedded synthetic"
+    )
+    model: str = param(
+        "tf_efficientnet_lite0", "backbone: antialiased_resnet50 (report) | resnetblur50 | resnet50 | ..."
+    )
+    pretrained: bool = param(True, "ImageNet weights (lite0 offline; BBN's iNat configs train from scratch)")
+    img_size: int = param(
+        64, "image side (report: 224; up to 560 for the high-resolution runs)", min=16, max=1024
+    )
+    batch_size: int = param(32, "mini-batch size (report: 128)", min=1)
+    epochs: int = param(12, "epochs (report: 180)", min=1)
+    lr: float = param(0.01, "SGD learning rate (report: 0.05)", min=0.0)
+    weights: str = param("", "local checkpoint file with ImageNet weights for `model`")
+    download: bool = param(False, "allow downloading weights (needs internet)")
+    synth_classes: int = param(30, "embedded set: number of classes", min=2, max=200)
+    synth_max_per_class: int = param(60, "embedded set: images of the largest class", min=1)
+    synth_imbalance: float = param(20.0, "embedded set: imbalance ratio n_max / n_min", min=1.0)
+    synth_val_per_class: int = param(5, "embedded set: validation images per class (iNat-2019: 3)", min=1)
+    synth_size: int = param(96, "embedded set: image side in pixels", min=32)
+    method: Literal["bbn", "plain", "cot"] = param(
+        "bbn", "bbn | plain (one branch, CE) | cot (CE + complement entropy)"
+    )
+    sampler: Literal["uniform", "balanced", "reversed"] = param(
+        "uniform", "plain/cot sampler: uniform | balanced | reversed"
+    )
+    alpha: str = param("cumulative", "BBN alpha: cumulative (1 - ((T-1)/T_max)^2) | 0 | 1 | a fixed value")
+    t_max: int = param(0, "BBN alpha divisor; 0: the official rule (epochs, or 100/200 for 90/180)", min=0)
+    optimizer: Literal["sgd", "adam", "adamw"] = param("sgd", "sgd | adam | adamw")
+    momentum: float = param(0.9, "SGD momentum", min=0.0)
+    weight_decay: float = param(1e-4, "weight decay (report: 1e-4)", min=0.0)
+    lr_steps: list[int] = param([9], "epochs at which the LR is multiplied by lr_gamma (report: 120, 160)")
+    lr_gamma: float = param(0.1, "LR step factor", min=0.0)
+    augment: str = param("light", "augmentation preset: inat (report) | light | none")
+    many_shot: int = param(
+        0, "head classes have more training images than this; 0: upper tercile of counts", min=0
+    )
+    few_shot: int = param(0, "tail classes have fewer training images than this; 0: lower tercile", min=0)
+    cam_crop: bool = param(
+        True,
+        "CAM-guided localisation: crop to the CAM box and classify again",
+    )
+    crop_threshold: float = param(0.5, "CAM box: share of the CAM maximum", min=0.0, max=1.0)
+    crop_margin: float = param(0.1, "CAM box: margin added on each side, share of the box size", min=0.0)
+    num_workers: int = param(2, "DataLoader worker processes", min=0)
+    cam_images: int = param(6, "validation images shown with their CAM and crop", min=0)
+    progress: bool = param(True, "tqdm progress bars")
+
+
+@dataclass
+class MultilabelParams(ExperimentParams):
+    """The multilabel notebook (14 labels, half the images without any). Defaults: the embedded CPU run."""
+
+    NOTEBOOK: ClassVar[str] = "multilabel"
+
+    data_root: str = param(
+        "", "folder with images/ and annotations/<label>.txt; empty: the embedded synthetic set"
+    )
+    csv: str = param("", "optional CSV (file,labels) instead of annotations/; images under data_root/images")
+    model: str = param(
+        "tf_efficientnet_lite0", "resnet34 (224 px) | wide_resnet50_2 (128 px) | small_cnn | timm"
+    )
+    pretrained: bool = param(True, "ImageNet weights (lite0 ships offline; small_cnn trains from scratch)")
+    img_size: int = param(
+        96, "image side (report: 224 for ResNet-34, 128 for WRN-50-2 and the small CNN)", min=16
+    )
+    batch_size: int = param(32, "mini-batch size (report: 32)", min=1)
+    epochs: int = param(6, "epochs (report: 20)", min=1)
+    lr: float = param(
+        0.01, "peak LR of the one-cycle schedule / Adam LR (report: 0.01 SGD, 1e-3 Adam)", min=0.0
+    )
+    weights: str = param("", "local checkpoint file with ImageNet weights for `model`")
+    download: bool = param(False, "allow downloading weights (needs internet)")
+    synth_images: int = param(1500, "embedded set: number of images", min=20)
+    synth_size: int = param(128, "embedded set: image side (report: 128)", min=32)
+    val_fraction: float = param(
+        0.2, "validation share of the iterative-stratified split (report: 0.2)", min=0.05, max=0.9
+    )
+    loss: Literal["bce", "mse"] = param("bce", "bce | mse (on sigmoid probabilities)")
+    optimizer: Literal["sgd", "adam"] = param("sgd", "sgd (momentum) | adam (betas 0.9/0.999, eps 1e-8)")
+    momentum: float = param(
+        0.9, "SGD momentum (cycled 0.95 -> 0.85 -> 0.95 by the one-cycle schedule)", min=0.0
+    )
+    weight_decay: float = param(1e-4, "weight decay (report: 1e-4 .. 1e-3)", min=0.0)
+    scheduler: Literal["onecycle", "none"] = param("onecycle", "onecycle (per batch) | none")
+    lr_min: float = param(1e-7, "lowest LR of the one-cycle schedule (report: 1e-7)", min=0.0)
+    augment: str = param("multilabel", "augmentation preset: multilabel | light | none")
+    freeze_backbone: bool = param(False, "train only the last layer")
+    cam_images: int = param(4, "validation images whose positive labels get a CAM each", min=0)
+    num_workers: int = param(2, "DataLoader worker processes", min=0)
+    progress: bool = param(True, "tqdm progress bars")
+
+
+PARAMS_BY_NOTEBOOK: dict[str, type[ExperimentParams]] = {
+    "bird": BirdParams,
+    "cifar100": Cifar100Params,
+    "inat_bbn": InatBBNParams,
+    "multilabel": MultilabelParams,
+}
 
 
 def params_class(notebook: str) -> type[ExperimentParams]:

@@ -47,10 +47,18 @@ class TrainStrategy:
         """Extra per-epoch values for the history (e.g. the OHEM ratio)."""
         return {}
 
+    def state_dict(self) -> dict[str, Any]:
+        """Strategy state that must survive a resume (e.g. a second optimizer)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what ``state_dict`` returned."""
+
     def train_step(
-        self, trainer: Trainer, x: torch.Tensor, y: torch.Tensor
+        self, trainer: Trainer, x: torch.Tensor, y: torch.Tensor, *extra: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return (detached mean loss, detached logits)."""
+        """Return (detached mean loss, detached logits). ``extra`` holds further batch items (BBN's second
+        sample)."""
         trainer.optimizer.zero_grad(set_to_none=True)
         with trainer.autocast():
             logits = trainer.model(x)
@@ -89,7 +97,7 @@ class SAMStrategy(TrainStrategy):
     name = "sam"
 
     def train_step(
-        self, trainer: Trainer, x: torch.Tensor, y: torch.Tensor
+        self, trainer: Trainer, x: torch.Tensor, y: torch.Tensor, *extra: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         opt = trainer.optimizer
         if not hasattr(opt, "first_step"):
@@ -116,7 +124,7 @@ class FeatureLossStrategy(TrainStrategy):
     name = "features"
 
     def train_step(
-        self, trainer: Trainer, x: torch.Tensor, y: torch.Tensor
+        self, trainer: Trainer, x: torch.Tensor, y: torch.Tensor, *extra: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         model = _unwrap(trainer.model)
         if not hasattr(model, "forward_with_features"):
@@ -133,11 +141,86 @@ class FeatureLossStrategy(TrainStrategy):
         return loss.detach(), logits.detach()
 
 
+class BBNStrategy(TrainStrategy):
+    """Bilateral-branch step: uniform batch -> f_c, reversed batch -> f_r, one classifier on
+    ``2 * cat(alpha f_c, (1 - alpha) f_r)``, loss ``alpha CE(z, y_c) + (1 - alpha) CE(z, y_r)``.
+
+    ``alpha_fn`` takes the 1-indexed epoch (as the official code). The loader yields (x_c, y_c, x_r, y_r).
+    """
+
+    name = "bbn"
+
+    def __init__(self, alpha_fn: Callable[[int], float]):
+        self.alpha_fn = alpha_fn
+        self.alpha = 1.0
+
+    def on_epoch_start(self, trainer: Trainer, epoch_index: int) -> None:
+        self.alpha = float(self.alpha_fn(epoch_index + 1))
+
+    def history_fields(self) -> dict[str, float]:
+        return {"bbn_alpha": self.alpha}
+
+    def train_step(
+        self, trainer: Trainer, x: torch.Tensor, y: torch.Tensor, *extra: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if len(extra) != 2:
+            raise TypeError(
+                "the BBN strategy needs batches (x_c, y_c, x_r, y_r) from a reversed-pair dataset"
+            )
+        x_r, y_r = extra
+        model = _unwrap(trainer.model)
+        a = self.alpha
+        trainer.optimizer.zero_grad(set_to_none=True)
+        with trainer.autocast():
+            logits = model.mix(model.branch_features(x, "c"), model.branch_features(x_r, "r"), a)
+            loss = a * trainer.loss_fn(logits, y) + (1 - a) * trainer.loss_fn(logits, y_r)
+        loss.backward()
+        trainer.clip_gradients()
+        trainer.optimizer.step()
+        return loss.detach(), logits.detach()
+
+
+class COTStrategy(TrainStrategy):
+    """Complement objective training as the official code: a cross-entropy step, then a second forward on
+    the same batch (updated weights) with the complement entropy and its own optimizer (same LR schedule)."""
+
+    name = "cot"
+
+    def __init__(self, complement_loss: nn.Module, complement_optimizer: torch.optim.Optimizer):
+        self.complement_loss = complement_loss
+        self.complement_optimizer = complement_optimizer
+        self.last_complement = 0.0
+
+    def train_step(
+        self, trainer: Trainer, x: torch.Tensor, y: torch.Tensor, *extra: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        loss, logits = TrainStrategy.train_step(self, trainer, x, y)
+        for group, main in zip(
+            self.complement_optimizer.param_groups, trainer.optimizer.param_groups, strict=True
+        ):
+            group["lr"] = main["lr"]  # the complement optimizer follows the same schedule
+        self.complement_optimizer.zero_grad(set_to_none=True)
+        with trainer.autocast():
+            complement = self.complement_loss(trainer.model(x), y)
+        complement.backward()
+        self.complement_optimizer.step()
+        return loss, logits
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"complement_optimizer": self.complement_optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "complement_optimizer" in state:
+            self.complement_optimizer.load_state_dict(state["complement_optimizer"])
+
+
 _STRATEGIES: dict[str, Callable[..., TrainStrategy]] = {
     "plain": TrainStrategy,
     "ohem": OHEMStrategy,
     "sam": SAMStrategy,
     "features": FeatureLossStrategy,
+    "bbn": BBNStrategy,
+    "cot": COTStrategy,
 }
 
 
@@ -235,6 +318,7 @@ class Trainer:
         amp: bool = False,
         log: Callable[[str], None] | None = print,
         checkpoint_extra: dict[str, Any] | None = None,
+        task: str = "single",
     ):
         self.device = torch.device(device) if not isinstance(device, torch.device) else device
         self.model = model.to(self.device)
@@ -250,6 +334,10 @@ class Trainer:
         self.amp = amp
         self.log = log or (lambda msg: None)
         self.checkpoint_extra = dict(checkpoint_extra or {})
+        if task not in ("single", "multilabel"):
+            raise ValueError(f"task: expected 'single' or 'multilabel', got {task!r}")
+        # multilabel: sigmoid outputs, 0/1 target vectors; accuracy = exact match at 0.5, plus micro-F1
+        self.task = task
         self.history: list[dict[str, float]] = []
         self.epoch = 0  # epochs completed
         self.best_metric = -math.inf
@@ -275,10 +363,9 @@ class Trainer:
     def checkpoint_dir(self) -> Path | None:
         return self.run_dir / "checkpoints" if self.run_dir else None
 
-    def _to_device(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = batch[0], batch[1]
+    def _to_device(self, batch: Any) -> tuple[torch.Tensor, ...]:
         non_blocking = self.device.type == "cuda"
-        return x.to(self.device, non_blocking=non_blocking), y.to(self.device, non_blocking=non_blocking)
+        return tuple(t.to(self.device, non_blocking=non_blocking) for t in batch)
 
     def _bar(self, loader: Iterable, desc: str) -> Iterable:
         if not self.progress:
@@ -301,6 +388,9 @@ class Trainer:
             generator = getattr(train_loader, "generator", None)
             if isinstance(generator, torch.Generator):  # shuffling order and worker seeds
                 generator.manual_seed(self.seed * 1000 + index)
+            for part in (getattr(train_loader, "dataset", None), getattr(train_loader, "sampler", None)):
+                if hasattr(part, "set_epoch"):  # per-epoch draws of samplers / BBN's reversed pairs
+                    part.set_epoch(index)
             self.strategy.on_epoch_start(self, index)
             lr = self.lr
             start = time.perf_counter()
@@ -310,9 +400,12 @@ class Trainer:
                 "train_loss": train["loss"],
                 "train_acc": train["top1"],
             }
+            if self.task == "multilabel":
+                row["train_f1"] = train["f1"]
             if val_loader is not None:
                 val = self.evaluate(val_loader)
-                row.update(val_loss=val["loss"], val_acc=val["top1"], val_top5=val["top5"])
+                row.update(val_loss=val["loss"], val_acc=val["top1"])
+                row.update({"val_f1": val["f1"]} if self.task == "multilabel" else {"val_top5": val["top5"]})
             row["lr"] = lr
             row.update(self.strategy.history_fields())
             row["seconds"] = time.perf_counter() - start
@@ -327,14 +420,20 @@ class Trainer:
         self.model.train()
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
+        counts = torch.zeros(3, device=self.device, dtype=torch.long)  # multilabel tp, fp, fn
         seen = 0
         for step, batch in enumerate(self._bar(loader, f"epoch {index + 1}/{self.epochs}")):
-            x, y = self._to_device(batch)
-            loss, logits = self.strategy.train_step(self, x, y)
+            x, y, *extra = self._to_device(batch)
+            loss, logits = self.strategy.train_step(self, x, y, *extra)
             if self.scheduler is not None:
                 self.scheduler.step_batch()
             loss_sum += loss.float() * y.shape[0]
-            correct += (logits.argmax(1) == y).sum()
+            if self.task == "multilabel":
+                pred, truth = logits > 0, y > 0.5
+                correct += (pred == truth).all(1).sum()
+                counts += torch.stack([(pred & truth).sum(), (pred & ~truth).sum(), (~pred & truth).sum()])
+            else:
+                correct += (logits.argmax(1) == y).sum()
             seen += y.shape[0]
             if step == 0 and not torch.isfinite(loss):
                 self._diverged(index, step)
@@ -344,7 +443,11 @@ class Trainer:
             )
         if not torch.isfinite(loss_sum):
             self._diverged(index, None)
-        return {"loss": float(loss_sum) / seen, "top1": float(correct) / seen}
+        out = {"loss": float(loss_sum) / seen, "top1": float(correct) / seen}
+        if self.task == "multilabel":
+            tp, fp, fn = (float(v) for v in counts)
+            out["f1"] = 2 * tp / max(2 * tp + fp + fn, 1.0)
+        return out
 
     def _diverged(self, index: int, step: int | None) -> None:
         where = f"epoch {index + 1}" + (f", step {step + 1}" if step is not None else "")
@@ -362,7 +465,8 @@ class Trainer:
         if "val_loss" in row:
             parts += [f"val_loss {row['val_loss']:.4f}", f"val_acc {row['val_acc']:.3f}"]
         parts += [f"lr {row['lr']:.3g}", f"{row['seconds']:.1f}s"]
-        metric = row.get("val_acc", row["train_acc"])
+        key = "f1" if self.task == "multilabel" else "acc"
+        metric = row.get(f"val_{key}", row[f"train_{key}"])
         improved = metric > self.best_metric
         if improved:
             self.best_metric, self.best_epoch = metric, int(row["epoch"])
@@ -397,7 +501,7 @@ class Trainer:
         self.model.eval()
         logits, targets = [], []
         for batch in loader:
-            x, y = self._to_device(batch)
+            x, y = self._to_device(batch[:2])
             with self.autocast():
                 out = self.model(x)
             logits.append(out.float().cpu())
@@ -405,8 +509,19 @@ class Trainer:
         return torch.cat(logits), torch.cat(targets)
 
     def evaluate(self, loader: Iterable) -> dict[str, float]:
-        """Mean cross-entropy, top-1 and top-5 accuracy."""
+        """Single-label: mean cross-entropy, top-1 and top-5 accuracy. Multilabel: the training loss,
+        exact-match accuracy ('top1') and micro-F1 ('f1') at threshold 0.5."""
         logits, targets = self.predict(loader)
+        if self.task == "multilabel":
+            pred, truth = logits > 0, targets > 0.5
+            tp, fp, fn = (pred & truth).sum(), (pred & ~truth).sum(), (~pred & truth).sum()
+            with torch.no_grad():
+                loss = self.loss_fn(logits.to(self.device), targets.to(self.device).float())
+            return {
+                "loss": float(loss),
+                "top1": float((pred == truth).all(1).float().mean()),
+                "f1": float(2 * tp / max(int(2 * tp + fp + fn), 1)),
+            }
         k = min(5, logits.shape[1])
         top5 = logits.topk(k, dim=1).indices.eq(targets[:, None]).any(1).float().mean()
         return {
@@ -427,6 +542,7 @@ class Trainer:
             "best_metric": self.best_metric,
             "best_epoch": self.best_epoch,
             "rng": _rng_state(),
+            "strategy": self.strategy.state_dict(),
             "num_classes": getattr(model, "num_classes", None),
             "model_name": getattr(model, "name", type(model).__name__),
             **self.checkpoint_extra,
@@ -444,6 +560,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state.get("scheduler") is not None:
             self.scheduler.load_state_dict(state["scheduler"])
+        self.strategy.load_state_dict(state.get("strategy") or {})
         self.epoch = int(state["epoch"])
         self.history = list(state["history"])
         self.best_metric = float(state["best_metric"])

@@ -56,3 +56,37 @@ def test_synth_cifar100_writes_the_python_format(tmp_path, capsys):
     arrays = read_cifar100(tmp_path, "train")
     assert arrays.images.shape == (100, 32, 32, 3) and len(arrays.fine_names) == 100
     assert "cifar-100-python" in capsys.readouterr().out
+
+
+def test_synth_inat_writes_a_long_tailed_json_set(tmp_path):
+    from fgvc_lib.data.inat import class_counts, read_inat
+
+    assert (
+        main(
+            [
+                "synth",
+                "inat",
+                "--out",
+                str(tmp_path),
+                "--classes",
+                "5",
+                "--max-per-class",
+                "16",
+                "--imbalance",
+                "8",
+                "--size",
+                "40",
+            ]
+        )
+        == 0
+    )
+    counts = class_counts(read_inat(tmp_path, "train")).tolist()
+    assert counts == [16, 9, 5, 3, 2]  # int(16 * (1/8)^(i/4))
+
+
+def test_synth_multilabel_writes_the_report_layout(tmp_path):
+    from fgvc_lib.data.multilabel import LABELS, read_multilabel_folder
+
+    assert main(["synth", "multilabel", "--out", str(tmp_path), "--images", "40", "--size", "48"]) == 0
+    data = read_multilabel_folder(tmp_path)
+    assert data.targets.shape == (40, len(LABELS)) and (tmp_path / "images" / "im1.jpg").is_file()

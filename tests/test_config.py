@@ -110,7 +110,7 @@ def test_unknown_notebook():
         params_class("brid")
 
 
-@pytest.mark.parametrize("notebook", ["bird", "cifar100"])
+@pytest.mark.parametrize("notebook", ["bird", "cifar100", "inat_bbn", "multilabel"])
 def test_notebook_parameters_cell_matches_dataclass(notebook):
     """The notebook's tagged parameters cell documents exactly the dataclass fields and defaults."""
     cls = params_class(notebook)
@@ -129,5 +129,9 @@ def test_every_parameter_file_validates(path):
     data = yaml.safe_load(path.read_text())
     if "notebook" in data:  # grid files are validated by the grid runner and its tests
         pytest.skip("grid file")
-    notebook = path.stem.split("_")[0]
+    from fgvc_lib.config import PARAMS_BY_NOTEBOOK
+
+    notebook = max(
+        (n for n in PARAMS_BY_NOTEBOOK if path.stem == n or path.stem.startswith(n + "_")), key=len
+    )
     params_class(notebook).from_dict(data)

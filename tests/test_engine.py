@@ -203,3 +203,40 @@ def test_resolve_device():
 def test_unknown_strategy():
     with pytest.raises(ValueError, match="Unknown strategy 'foo'"):
         create_strategy("foo")
+
+
+def test_multilabel_task_tracks_exact_match_and_micro_f1(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(128, 4, generator=g)
+    y = torch.stack([x[:, 0] > 0, x[:, 1] > 0.5, x[:, 2] > 1.0], 1).float()
+    train = DataLoader(
+        TensorDataset(x, y), batch_size=16, shuffle=True, generator=torch.Generator().manual_seed(1)
+    )
+    torch.manual_seed(0)
+    model = TinyNet(3)
+    opt = create_optimizer("sgd", model.parameters(), lr=0.1, momentum=0.9)
+    trainer = Trainer(
+        model,
+        opt,
+        nn.BCEWithLogitsLoss(),
+        epochs=6,
+        run_dir=tmp_path,
+        progress=False,
+        log=None,
+        task="multilabel",
+    )
+    history = trainer.fit(train, DataLoader(TensorDataset(x, y), batch_size=32))
+    assert {"train_f1", "val_f1", "val_acc"} <= set(history[0]) and "val_top5" not in history[0]
+    assert history[-1]["val_f1"] > 0.8 and history[-1]["val_f1"] > history[0]["val_f1"]
+    # evaluation arithmetic on a hand-made case: logits > 0 predict the label
+    trainer.predict = lambda _loader: (
+        torch.tensor([[1.0, -1.0, 2.0], [-1.0, -1.0, -1.0]]),
+        torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]),
+    )
+    out = trainer.evaluate(None)
+    assert out["top1"] == pytest.approx(
+        0.5
+    )  # second image exactly right (no labels), first has a false positive
+    assert out["f1"] == pytest.approx(2 * 1 / (2 * 1 + 1 + 0))  # tp 1, fp 1, fn 0
+    with pytest.raises(ValueError, match="task"):
+        Trainer(model, opt, nn.BCEWithLogitsLoss(), epochs=1, task="multi")

@@ -36,3 +36,13 @@ def test_image_grid_and_save(tmp_path):
     path = plots.save_figure(fig, tmp_path / "figs" / "grid.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in path.parent.iterdir()] == ["grid.png"]
+
+
+def test_per_class_accuracy_scatter():
+    fig = plots.per_class_accuracy([1.0, 0.5, float("nan")], [100, 10, 1], many=50, few=5)
+    ax = fig.axes[0]
+    offsets = ax.collections[0].get_offsets()
+    np.testing.assert_allclose(offsets, [[100, 1.0], [10, 0.5]])  # the class without samples is left out
+    assert ax.get_xscale() == "log" and len(ax.lines) == 2
+    with pytest.raises(ValueError, match="differ in length"):
+        plots.per_class_accuracy([1.0], [1, 2])

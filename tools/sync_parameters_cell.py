@@ -26,8 +26,10 @@ def parameters_source(notebook: str) -> str:
     lines = []
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
-        type_name = tp.__name__ if isinstance(tp, type) else "str"
-        default = json.dumps(f.default) if isinstance(f.default, str) else repr(f.default)
+        origin = typing.get_origin(tp)
+        type_name = tp.__name__ if isinstance(tp, type) else ("list" if origin is list else "str")
+        value = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        default = json.dumps(value) if isinstance(value, str) else repr(value)
         lines.append(f"{f.name}: {type_name} = {default}  # {f.metadata['help']}")
     return "\n".join(lines)
 

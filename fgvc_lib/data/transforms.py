@@ -107,11 +107,36 @@ def _cifar100_train(
     )
 
 
-_PRESETS: dict[str, Callable[[int, Sequence[float], Sequence[float]], T.Compose]] = {
+def _inat_train(img_size: int, mean: Sequence[float], std: Sequence[float]) -> T.Compose:
+    """BBN's official iNaturalist training transform: RandomResizedCrop(scale 0.08-1) + horizontal flip."""
+    return T.Compose(
+        [
+            T.RandomResizedCrop(img_size, scale=(0.08, 1.0)),
+            T.RandomHorizontalFlip(),
+            *_finish(img_size, mean, std),
+        ]
+    )
+
+
+def _multilabel_train(img_size: int, mean: Sequence[float], std: Sequence[float]) -> T.Compose:
+    """The multi-label report: RandomResizedCrop(scale 0.08-1, ratio 3/4-4/3), horizontal flip, rotation +-25."""
+    return T.Compose(
+        [
+            T.RandomResizedCrop(img_size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)),
+            T.RandomHorizontalFlip(),
+            T.RandomRotation(25),
+            *_finish(img_size, mean, std),
+        ]
+    )
+
+
+_PRESETS: dict[str, Callable[..., T.Compose]] = {
     "bird": _bird_train,
     "light": _light_train,
     "none": _none_train,
     "cifar100": _cifar100_train,
+    "inat": _inat_train,
+    "multilabel": _multilabel_train,
 }
 
 

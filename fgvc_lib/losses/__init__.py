@@ -46,7 +46,9 @@ def _cross_entropy(label_smoothing: float = 0.0) -> nn.Module:
     return nn.CrossEntropyLoss(label_smoothing=label_smoothing)
 
 
+from fgvc_lib.losses.complement import ComplementEntropy as ComplementEntropy  # noqa: E402  ('complement')
 from fgvc_lib.losses.focal import AdaptiveFocalLoss as AdaptiveFocalLoss  # noqa: E402  (registers flsd5x)
 from fgvc_lib.losses.focal import FocalLoss as FocalLoss  # noqa: E402  (registers 'focal')
 from fgvc_lib.losses.mc_loss import MCLoss as MCLoss  # noqa: E402  (registers 'mc'; needs num_classes)
+from fgvc_lib.losses.multilabel import BCEMultiLabel as BCEMultiLabel  # noqa: E402  (registers 'bce', 'mse')
 from fgvc_lib.losses.ohem import OHEMLoss  # noqa: E402  (registers 'ohem'; needs register_loss above)

@@ -1,7 +1,10 @@
 """Models by name: ``create_model(name, num_classes, pretrained=...)`` for timm and efficientnet-pytorch.
 
 Names: any timm model (``resnet50``, ``resnest50d``, ``tf_efficientnet_lite0`` ...) and the efficientnet-pytorch
-names ``efficientnet-b0`` ... ``efficientnet-b8`` (hyphen, as that package spells them). ``pretrained=True``
+names ``efficientnet-b0`` ... ``efficientnet-b8`` (hyphen, as that package spells them), and
+``antialiased_resnet50``: Zhang's anti-aliased ResNet-50 from the antialiased-cnns package (BlurPool filter 4;
+timm's own ``resnetblur50`` is a different variant: filter 3, unblurred shortcut), and ``small_cnn``: the
+multi-label report's small CNN trained from scratch (``simple_cnn.SmallCNN``). ``pretrained=True``
 never falls back to random weights silently: it loads offline weights, a local file, or downloads when
 ``download=True``, else raises ``PretrainedWeightsUnavailable`` saying how to supply them.
 """
@@ -23,9 +26,14 @@ from .pretrained import (
     load_weights_file,
     unavailable_message,
 )
+from .simple_cnn import SmallCNN
 from .wrappers import Classifier
 
 EFFICIENTNET_PYTORCH_NAMES = tuple(f"efficientnet-b{i}" for i in range(9))
+# name -> (antialiased_cnns constructor, BlurPool filter size); official default filter 4 ("lpf4").
+ANTIALIASED_CNNS_NAMES = {"antialiased_resnet50": ("resnet50", 4)}
+# Networks defined in fgvc_lib itself, trained from scratch (no ImageNet weights exist).
+SCRATCH_NAMES = ("small_cnn",)
 
 
 @lru_cache(maxsize=1)
@@ -37,7 +45,12 @@ def _timm_names() -> tuple[str, ...]:
 
 def list_models(pattern: str = "") -> list[str]:
     """All model names the factory accepts (optionally filtered by a substring)."""
-    names = list(EFFICIENTNET_PYTORCH_NAMES) + list(_timm_names())
+    names = (
+        list(EFFICIENTNET_PYTORCH_NAMES)
+        + list(ANTIALIASED_CNNS_NAMES)
+        + list(SCRATCH_NAMES)
+        + list(_timm_names())
+    )
     return [n for n in names if pattern in n]
 
 
@@ -46,7 +59,7 @@ def _unknown(name: str) -> ValueError:
     hint = f"; closest names: {', '.join(close)}" if close else ""
     return ValueError(
         f"Unknown model '{name}', expected a timm name (see fgvc_lib.models.list_models()) or one of "
-        f"{', '.join(EFFICIENTNET_PYTORCH_NAMES)}{hint}"
+        f"{', '.join(EFFICIENTNET_PYTORCH_NAMES + tuple(ANTIALIASED_CNNS_NAMES) + SCRATCH_NAMES)}{hint}"
     )
 
 
@@ -75,13 +88,21 @@ def create_model(
     ``weights`` is a local ImageNet checkpoint used when ``pretrained``; ``download`` allows the hub.
     ``upsample_size`` puts a bilinear upsampling layer in front (the cifar100 report's 32 -> 224 px); models
     with a fixed input size (Swin) are then built for that size. Extra keyword arguments go to the timm
-    constructor (e.g. ``drop_rate``, ``img_size``).
+    constructor (e.g. ``drop_rate``, ``img_size``); ``aa_layer='blur'`` (or ``'avg'``) is passed on as
+    the layer class, since timm's ResNet does not accept the string. ``small_cnn`` takes ``img_size``
+    (default ``upsample_size`` or 128; its flatten size follows it), ``dropout`` (or ``drop_rate``) and
+    ``in_chans``.
     """
     if num_classes < 0:
         raise ValueError(f"num_classes: expected >= 0, got {num_classes}")
     if name in EFFICIENTNET_PYTORCH_NAMES:
         model = _create_efficientnet_pytorch(name, num_classes, pretrained, weights, download)
         return _with_upsample(model, upsample_size)
+    if name in ANTIALIASED_CNNS_NAMES:
+        model = _create_antialiased_cnns(name, num_classes, pretrained, weights, download)
+        return _with_upsample(model, upsample_size)
+    if name in SCRATCH_NAMES:
+        return _create_small_cnn(name, num_classes, pretrained, upsample_size, **kwargs)
     if name not in _timm_names():
         raise _unknown(name)
     import timm
@@ -89,6 +110,8 @@ def create_model(
     if upsample_size and "img_size" not in kwargs and timm.get_pretrained_cfg(name) is not None:
         if getattr(timm.get_pretrained_cfg(name), "fixed_input_size", False):
             kwargs["img_size"] = upsample_size
+    if isinstance(kwargs.get("aa_layer"), str):
+        kwargs["aa_layer"] = _aa_layer_class(kwargs["aa_layer"])
     use_hub = pretrained and not weights and name not in OFFLINE_WEIGHTS
     if use_hub and not download:
         raise PretrainedWeightsUnavailable(unavailable_message(name))
@@ -101,6 +124,60 @@ def create_model(
     if pretrained:
         reset_head(model)
     return model
+
+
+def _aa_layer_class(name: str) -> type[nn.Module]:
+    """timm anti-aliasing layer class for a short name (timm 1.0.31's ResNet crashes on the string)."""
+    from timm.layers import BlurPool2d
+
+    classes: dict[str, type[nn.Module]] = {"blur": BlurPool2d, "blurpool": BlurPool2d, "avg": nn.AvgPool2d}
+    if name not in classes:
+        raise ValueError(f"aa_layer: expected one of ({', '.join(classes)}) or a layer class, got {name!r}")
+    return classes[name]
+
+
+def _create_antialiased_cnns(
+    name: str, num_classes: int, pretrained: bool, weights: str, download: bool
+) -> Classifier:
+    """A torchvision-style anti-aliased ResNet from the antialiased-cnns package (weights: S3 download)."""
+    import antialiased_cnns
+
+    constructor, filter_size = ANTIALIASED_CNNS_NAMES[name]
+    if pretrained and not weights and not download:
+        raise PretrainedWeightsUnavailable(unavailable_message(name))
+    net = getattr(antialiased_cnns, constructor)(
+        pretrained=pretrained and not weights, filter_size=filter_size
+    )
+    if pretrained and weights:
+        load_weights_file(net, weights)
+    net.num_features = net.fc.in_features
+    if num_classes != net.fc.out_features:
+        net.fc = nn.Linear(net.num_features, num_classes) if num_classes else nn.Identity()
+    config = {
+        "mean": IMAGENET_MEAN,
+        "std": IMAGENET_STD,
+        "input_size": (3, 224, 224),
+        "interpolation": "bilinear",
+    }
+    model = Classifier(net, "torchvision_resnet", name, num_classes, config)
+    return reset_head(model) if pretrained else model
+
+
+def _create_small_cnn(
+    name: str, num_classes: int, pretrained: bool, upsample_size: int, **kwargs: Any
+) -> Classifier:
+    """The report's small CNN behind the 'timm' interface; it has no pretrained weights."""
+    if pretrained:
+        raise PretrainedWeightsUnavailable(
+            f"model '{name}' is trained from scratch and has no ImageNet weights; set `pretrained: false`"
+        )
+    if "drop_rate" in kwargs:
+        if "dropout" in kwargs:
+            raise TypeError(f"model '{name}': pass either dropout or drop_rate, not both")
+        kwargs["dropout"] = kwargs.pop("drop_rate")
+    kwargs.setdefault("img_size", upsample_size or 128)
+    net = SmallCNN(num_classes=num_classes, **kwargs)
+    return Classifier(net, "timm", name, num_classes, _timm_data_config(net), upsample_size=upsample_size)
 
 
 def _with_upsample(model: Classifier, upsample_size: int) -> Classifier:

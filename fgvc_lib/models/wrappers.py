@@ -1,4 +1,4 @@
-"""One interface over timm and efficientnet-pytorch networks.
+"""One interface over timm, efficientnet-pytorch and torchvision-style ResNet networks.
 
 ``Classifier.forward_features(x)`` returns the last feature map, ``pool`` the pooled pre-logit vector and
 ``head`` the logits; ``cam_layer`` is the module whose output is that feature map, so CAM, MC loss and BBN
@@ -12,9 +12,21 @@ from typing import Any
 import torch
 from torch import nn
 
+KINDS = ("timm", "efficientnet_pytorch", "torchvision_resnet")
+
+
+def torchvision_resnet_features(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Stem and the four stages of a torchvision-style ResNet: the last feature map before pooling."""
+    x = net.maxpool(net.relu(net.bn1(net.conv1(x))))
+    return net.layer4(net.layer3(net.layer2(net.layer1(x))))
+
 
 class Classifier(nn.Module):
-    """Wrap a backbone network (``kind`` = 'timm' or 'efficientnet_pytorch') behind one interface."""
+    """Wrap a backbone network behind one interface.
+
+    ``kind``: 'timm', 'efficientnet_pytorch' or 'torchvision_resnet' (conv1, bn1, relu, maxpool,
+    layer1..layer4, avgpool, fc; e.g. the antialiased-cnns ResNets).
+    """
 
     def __init__(
         self,
@@ -26,7 +38,7 @@ class Classifier(nn.Module):
         upsample_size: int = 0,
     ):
         super().__init__()
-        if kind not in ("timm", "efficientnet_pytorch"):
+        if kind not in KINDS:
             raise ValueError(f"unknown backbone kind {kind!r}")
         self.net = net
         self.kind = kind
@@ -48,6 +60,8 @@ class Classifier(nn.Module):
             self.num_features = (
                 net._fc.in_features if isinstance(net._fc, nn.Linear) else net._bn1.num_features
             )
+        elif kind == "torchvision_resnet":
+            self.num_features = int(getattr(net, "num_features", 0)) or net.fc.in_features
         else:
             self.num_features = net.num_features
 
@@ -58,11 +72,12 @@ class Classifier(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The last feature map in the backbone's own layout (NCHW, or NHWC for Swin)."""
         x = self.resize(x)
-        fmap = (
-            self.net.extract_features(x)
-            if self.kind == "efficientnet_pytorch"
-            else self.net.forward_features(x)
-        )
+        if self.kind == "efficientnet_pytorch":
+            fmap = self.net.extract_features(x)
+        elif self.kind == "torchvision_resnet":
+            fmap = torchvision_resnet_features(self.net, x)
+        else:
+            fmap = self.net.forward_features(x)
         return self.feature_tap(fmap)
 
     def to_nchw(self, fmap: torch.Tensor) -> torch.Tensor:
@@ -82,10 +97,16 @@ class Classifier(nn.Module):
     def pool(self, fmap: torch.Tensor) -> torch.Tensor:
         if self.kind == "efficientnet_pytorch":
             return self.net._dropout(self.net._avg_pooling(fmap).flatten(1))
+        if self.kind == "torchvision_resnet":
+            return self.net.avgpool(fmap).flatten(1)
         return self.net.forward_head(fmap, pre_logits=True)
 
     def classifier(self) -> nn.Module:
-        return self.net._fc if self.kind == "efficientnet_pytorch" else self.net.get_classifier()
+        if self.kind == "efficientnet_pytorch":
+            return self.net._fc
+        if self.kind == "torchvision_resnet":
+            return self.net.fc
+        return self.net.get_classifier()
 
     def head(self, features: torch.Tensor) -> torch.Tensor:
         return self.classifier()(features)

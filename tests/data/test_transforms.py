@@ -29,7 +29,7 @@ def colour_image() -> Image.Image:
 
 
 def test_list_presets() -> None:
-    assert list_presets() == ["bird", "cifar100", "light", "none"]
+    assert list_presets() == ["bird", "cifar100", "inat", "light", "multilabel", "none"]
 
 
 # ------------------------------------------------------------------------------------------ bird structure
@@ -190,10 +190,16 @@ def test_unknown_preset_lists_presets_and_suggests() -> None:
     with pytest.raises(ValueError) as exc:
         build_transform("brid", 32, train=True)
     msg = str(exc.value)
-    assert "'brid'" in msg and "(bird, cifar100, light, none)" in msg and "did you mean 'bird'?" in msg
+    assert (
+        "'brid'" in msg
+        and "(bird, cifar100, inat, light, multilabel, none)" in msg
+        and "did you mean 'bird'?" in msg
+    )
     with pytest.raises(ValueError) as exc:
         build_transform("zzzzzz", 32, train=False)
-    assert "(bird, cifar100, light, none)" in str(exc.value) and "did you mean" not in str(exc.value)
+    assert "(bird, cifar100, inat, light, multilabel, none)" in str(exc.value) and "did you mean" not in str(
+        exc.value
+    )
 
 
 # ------------------------------------------------------------------------------------------ statistics
@@ -227,10 +233,19 @@ def test_cifar100_preset_structure_and_noise() -> None:
     from torchvision import transforms as T
     from torchvision.transforms import v2
 
-    tf = build_transform("cifar100", 32, train=True, mean=(0.5,) * 3, std=(0.25,) * 3, noise_std=0.1, noise_p=1.0)
+    tf = build_transform(
+        "cifar100", 32, train=True, mean=(0.5,) * 3, std=(0.25,) * 3, noise_std=0.1, noise_p=1.0
+    )
     kinds = [type(t).__name__ for t in tf.transforms]
-    assert kinds == ["Resize", "RandomRotation", "RandomHorizontalFlip", "AutoAugment", "ToTensor",
-                     "RandomApply", "Normalize"]
+    assert kinds == [
+        "Resize",
+        "RandomRotation",
+        "RandomHorizontalFlip",
+        "AutoAugment",
+        "ToTensor",
+        "RandomApply",
+        "Normalize",
+    ]
     rotation, autoaug, noise = tf.transforms[1], tf.transforms[3], tf.transforms[5]
     assert list(rotation.degrees) == [-10.0, 10.0]
     assert autoaug.policy == T.AutoAugmentPolicy.CIFAR10

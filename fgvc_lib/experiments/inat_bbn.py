@@ -1,0 +1,315 @@
+"""The inat_bbn experiment: long-tailed iNaturalist-2019 with a Bilateral-Branch Network (uniform + reversed
+samplers, cumulative alpha), the plain / class-balanced / complement-entropy alternatives, head/medium/tail
+accuracy, and CAM-guided localisation crops (box IoU against the recorded object boxes on synthetic data).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from .. import plots
+from ..cam import box_iou, cam_box, compute_cams, crop_to_boxes, expand_box, overlay
+from ..config import InatBBNParams
+from ..data.datasets import ImageListDataset, ImageRecord
+from ..data.inat import class_counts, read_inat, write_inat
+from ..data.samplers import ClassAwareSampler, ReversedPairDataset
+from ..data.transforms import build_transform, denormalize
+from ..engine import Trainer, create_strategy, resolve_device, seed_everything
+from ..losses import create_loss
+from ..metrics import group_accuracy, per_class_accuracy, shot_groups
+from ..models import create_model, data_config
+from ..models.bbn import alpha_schedule, create_bbn
+from ..optim import create_optimizer, create_scheduler
+from ..runs import ensure_embedded_data
+from .base import Experiment, ExperimentResult
+
+NOTEBOOK = "inat_bbn"
+EMBEDDED_SEED = 0
+
+
+def embedded_inat_root(
+    classes: int, max_per_class: int, imbalance: float, val_per_class: int, size: int
+) -> Path:
+    """The embedded synthetic iNat-2019 tree for these sizes, generated on first use (deterministic)."""
+    name = f"inat-synthetic-c{classes}-n{max_per_class}-r{imbalance:g}-v{val_per_class}-s{size}-seed{EMBEDDED_SEED}"
+    return ensure_embedded_data(
+        name,
+        lambda root: (root / "val2019.json").is_file() and (root / "train2019.json").is_file(),
+        lambda root: write_inat(
+            root,
+            classes=classes,
+            max_per_class=max_per_class,
+            imbalance=imbalance,
+            val_per_class=val_per_class,
+            size=size,
+            seed=EMBEDDED_SEED,
+        ),
+    )
+
+
+class InatBBNExperiment(Experiment):
+    """Builds an inat_bbn run from ``InatBBNParams``; ``run()`` trains, evaluates and writes ``metrics.json``."""
+
+    NOTEBOOK = NOTEBOOK
+    PARAMS = InatBBNParams
+    params: InatBBNParams
+
+    def _build(self) -> None:
+        p = self.params
+        seed_everything(p.seed)
+        self.device = resolve_device(p.device)
+        self.data_root = (
+            Path(p.data_root).expanduser()
+            if p.data_root
+            else embedded_inat_root(
+                p.synth_classes, p.synth_max_per_class, p.synth_imbalance, p.synth_val_per_class, p.synth_size
+            )
+        )
+        self.train_data = read_inat(self.data_root, "train")
+        self.val_data = read_inat(self.data_root, "val")
+        self.classes = self.train_data.classes
+        k = len(self.classes)
+        self.train_counts = class_counts(self.train_data)
+
+        if p.method == "bbn":
+            self.model = create_bbn(
+                p.model, k, pretrained=p.pretrained, weights=p.weights, download=p.download
+            )
+        else:
+            self.model = create_model(
+                p.model, k, pretrained=p.pretrained, weights=p.weights, download=p.download
+            )
+        cfg = data_config(self.model)
+        self.mean, self.std = cfg["mean"], cfg["std"]
+        train_tf = build_transform(p.augment, p.img_size, train=True, mean=self.mean, std=self.std)
+        eval_tf = build_transform(p.augment, p.img_size, train=False, mean=self.mean, std=self.std)
+        labels = [r.label for r in self.train_data.records]
+        self.train_set = ImageListDataset(self.data_root, self.train_data.items(), train_tf)
+        self.val_set = ImageListDataset(self.data_root, self.val_data.items(), eval_tf)
+
+        if p.method == "bbn":  # uniform loader for x_c; each item draws its reversed partner x_r
+            pairs = ReversedPairDataset(self.train_set, labels, kind="reversed", seed=p.seed)
+            self.train_loader = self.make_loader(pairs, shuffle=True)
+        elif p.sampler == "uniform":
+            self.train_loader = self.make_loader(self.train_set, shuffle=True)
+        else:
+            sampler = ClassAwareSampler(labels, p.sampler, generator=torch.Generator().manual_seed(p.seed))
+            self.train_loader = self.make_loader(
+                self.train_set, shuffle=True, sampler=sampler, drop_last=True
+            )
+        self.val_loader = self.make_loader(self.val_set, shuffle=False)
+
+        self.loss_fn = create_loss("ce")
+        self.optimizer = create_optimizer(
+            p.optimizer, self.model.parameters(), lr=p.lr, weight_decay=p.weight_decay, momentum=p.momentum
+        )
+        steps = len(self.train_loader)
+        if p.lr_steps:
+            self.scheduler = create_scheduler(
+                "multistep",
+                self.optimizer,
+                epochs=p.epochs,
+                steps_per_epoch=steps,
+                milestones=p.lr_steps,
+                gamma=p.lr_gamma,
+            )
+        else:
+            self.scheduler = create_scheduler("none", self.optimizer, epochs=p.epochs, steps_per_epoch=steps)
+        if p.method == "bbn":
+            self.alpha_fn = alpha_schedule(p.alpha, p.epochs, t_max=p.t_max or None)
+            self.strategy = create_strategy("bbn", alpha_fn=self.alpha_fn)
+        elif p.method == "cot":
+            complement_opt = create_optimizer(
+                p.optimizer,
+                self.model.parameters(),
+                lr=p.lr,
+                weight_decay=p.weight_decay,
+                momentum=p.momentum,
+            )
+            self.strategy = create_strategy(
+                "cot",
+                complement_loss=create_loss("complement", num_classes=k),
+                complement_optimizer=complement_opt,
+            )
+        else:
+            self.strategy = create_strategy("plain")
+        self.trainer = Trainer(
+            self.model,
+            self.optimizer,
+            self.loss_fn,
+            epochs=p.epochs,
+            scheduler=self.scheduler,
+            strategy=self.strategy,
+            device=self.device,
+            run_dir=self.run_dir,
+            seed=p.seed,
+            progress=p.progress,
+            checkpoint_extra={"params": p.to_dict(), "classes": self.classes},
+        )
+        if p.resume:
+            self.trainer.resume()
+
+    # ------------------------------------------------------------------ views
+    def summary(self) -> dict[str, Any]:
+        p = self.params
+        return {
+            "data_root": str(self.data_root),
+            "classes": len(self.classes),
+            "train / val images": (len(self.train_set), len(self.val_set)),
+            "largest / smallest class": (int(self.train_counts.max()), int(self.train_counts.min())),
+            "imbalance ratio": round(float(self.train_counts.max() / max(1, self.train_counts.min())), 1),
+            "method": p.method
+            + (f" (alpha: {p.alpha})" if p.method == "bbn" else f" (sampler: {p.sampler})"),
+            "model": getattr(self.model, "name", p.model),
+            "parameters (M)": round(sum(t.numel() for t in self.model.parameters()) / 1e6, 2),
+            "device": str(self.device),
+            "run_dir": str(self.run_dir),
+        }
+
+    def short_name(self, label: int, width: int = 20) -> str:
+        return self.classes[label][:width]
+
+    def figure_class_histogram(self) -> Figure:
+        """Training images per class, sorted, log scale (the report's Figure 4.1)."""
+        fig = plots.class_histogram(self.train_counts, title="training images per class (sorted)")
+        return self.save_figure("class_histogram", fig)
+
+    def figure_alpha(self) -> Figure | str:
+        """BBN's alpha over the epochs (1-indexed, as the official code)."""
+        if self.params.method != "bbn":
+            return "alpha applies to method: bbn"
+        p = self.params
+        values = [self.alpha_fn(e) for e in range(1, p.epochs + 1)]
+        return self.save_figure(
+            "bbn_alpha", plots.schedule_plot(values, ylabel="alpha", title=f"BBN alpha ({p.alpha})")
+        )
+
+    def shot_thresholds(self) -> tuple[int, int]:
+        """(many, few): user values, else the upper and lower terciles of the training class counts."""
+        p = self.params
+        many = p.many_shot or int(np.quantile(self.train_counts, 2 / 3))
+        few = p.few_shot or int(np.ceil(np.quantile(self.train_counts, 1 / 3)))
+        return many, few
+
+    # ------------------------------------------------------------------ running
+    def _run(self) -> dict[str, Any]:
+        p = self.params
+        history = self.trainer.fit(self.train_loader, self.val_loader)
+        self.save_figure(
+            "learning_curves", plots.learning_curves(history, title=f"inat_bbn: {p.method}, {p.model}")
+        )
+        self.save_figure(
+            "lr", plots.schedule_plot([r["lr"] for r in history], ylabel="learning rate", log=True)
+        )
+        self.figure_alpha()
+        logits, targets = self.trainer.predict(self.val_loader)
+        k = len(self.classes)
+        top1 = float((logits.argmax(1) == targets).float().mean())
+        top5 = float(logits.topk(min(5, k), 1).indices.eq(targets[:, None]).any(1).float().mean())
+        per_class = per_class_accuracy(logits, targets, k)
+        many, few = self.shot_thresholds()
+        groups = shot_groups(self.train_counts, many=many, few=few)
+        metrics: dict[str, Any] = {
+            "epochs_run": len(history),
+            "best_epoch": self.trainer.best_epoch,
+            "eval_split": "val",
+            "top1_acc": top1,
+            "top1_error": 1.0 - top1,
+            "top5_acc": top5,
+            "val_loss": history[-1]["val_loss"],
+            **group_accuracy(per_class, groups),
+            "many_shot": many,
+            "few_shot": few,
+            "num_classes": k,
+            "chance_acc": 1.0 / k,
+            "train_images": len(self.train_set),
+            "val_images": len(self.val_set),
+        }
+        self.save_figure(
+            "per_class_accuracy",
+            plots.per_class_accuracy(
+                per_class,
+                self.train_counts,
+                many=many,
+                few=few,
+                title=f"{p.method}: accuracy vs class frequency",
+            ),
+        )
+        if p.cam_crop:
+            metrics.update(self._cam_crops())
+        return metrics
+
+    def _cam_crops(self, max_images: int = 200) -> dict[str, float]:
+        """CAM of the predicted class -> box -> crop -> classify again; IoU with recorded object boxes."""
+        p = self.params
+        picks = np.unique(
+            np.linspace(0, len(self.val_set) - 1, num=min(max_images, len(self.val_set))).astype(int)
+        )
+        records: list[ImageRecord] = [self.val_data.records[int(i)] for i in picks]
+        xs = torch.stack([self.val_set[int(i)][0] for i in picks])
+        labels = torch.tensor([r.label for r in records])
+        preds = self.trainer.predict([(xs, labels)])[0].argmax(1)
+        cams = np.concatenate(
+            [
+                compute_cams(self.model, xs[i : i + 32], preds[i : i + 32].tolist())
+                for i in range(0, len(xs), 32)
+            ]
+        )
+        s = p.img_size
+        boxes = [expand_box(cam_box(c, p.crop_threshold), p.crop_margin, s, s) for c in cams]
+        crops = crop_to_boxes(xs, boxes, s)
+        crop_preds = self.trainer.predict([(crops, labels)])[0].argmax(1)
+        ious = [
+            box_iou(b, self._scaled_box(r)) for b, r in zip(boxes, records, strict=True) if r.bbox is not None
+        ]
+        out = {
+            "crop_top1_acc": float((crop_preds == labels).float().mean()),
+            "uncropped_top1_acc_same_images": float((preds == labels).float().mean()),
+        }
+        if ious:
+            out["crop_iou"] = float(np.mean(ious))
+        self._crop_figure(xs, cams, crops, boxes, records, preds, crop_preds)
+        return out
+
+    def _scaled_box(self, record: ImageRecord) -> tuple[float, float, float, float]:
+        """The recorded object box in the eval-transformed (resized) image."""
+        from PIL import Image
+
+        with Image.open(self.data_root / record.relpath) as img:
+            width, height = img.size
+        x, y, w, h = record.bbox
+        sx, sy = self.params.img_size / width, self.params.img_size / height
+        return x * sx, y * sy, w * sx, h * sy
+
+    def _crop_figure(self, xs, cams, crops, boxes, records, preds, crop_preds) -> None:
+        n = min(self.params.cam_images, len(xs))
+        if n == 0:
+            return
+        pick = np.unique(np.linspace(0, len(xs) - 1, num=n).astype(int))
+        images, titles = [], []
+        for i in pick:
+            img = denormalize(xs[i], self.mean, self.std)
+            images += [img, overlay(img, cams[i]), denormalize(crops[i], self.mean, self.std)]
+            truth = self.short_name(records[i].label)
+            titles += [
+                f"true {truth}",
+                f"CAM, pred {self.short_name(int(preds[i]))}",
+                f"crop, pred {self.short_name(int(crop_preds[i]))}",
+            ]
+        self.save_figure(
+            "cam_crops",
+            plots.image_grid(
+                images, titles, cols=3, title="original / CAM of the prediction / CAM-guided crop"
+            ),
+        )
+
+
+def run(params: InatBBNParams | Mapping[str, Any]) -> ExperimentResult:
+    """Build and run an inat_bbn experiment in one call."""
+    return InatBBNExperiment(params).run()
