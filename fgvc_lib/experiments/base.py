@@ -22,6 +22,7 @@ from .. import plots
 from ..cam import compute_cams, overlay, pointing_game
 from ..config import ExperimentParams, ParameterError
 from ..data.transforms import denormalize
+from ..engine import Trainer
 from ..runs import prepare_run_dir, write_metrics, write_params
 
 
@@ -128,6 +129,28 @@ class Experiment:
         else:
             options.pop("shuffle")
         return DataLoader(dataset, **options)
+
+    def make_trainer(self, classes: Sequence[str], *, task: str = "single") -> Trainer:
+        """The Trainer over ``self.model / optimizer / loss_fn / scheduler / strategy`` with the run's settings;
+        continues from ``last.pt`` when ``resume`` is set."""
+        p = self.params
+        trainer = Trainer(
+            self.model,
+            self.optimizer,
+            self.loss_fn,
+            epochs=p.epochs,
+            scheduler=self.scheduler,
+            strategy=self.strategy,
+            device=self.device,
+            run_dir=self.run_dir,
+            seed=p.seed,
+            progress=getattr(p, "progress", True),
+            task=task,
+            checkpoint_extra={"params": p.to_dict(), "classes": list(classes)},
+        )
+        if p.resume:
+            trainer.resume()
+        return trainer
 
     def save_figure(self, name: str, fig: Figure) -> Figure:
         """Keep the figure for the notebook and write ``figures/<name>.png``."""

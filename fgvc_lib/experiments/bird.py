@@ -29,7 +29,7 @@ from ..data.datasets import (
 )
 from ..data.splits import random_split, write_list_file
 from ..data.transforms import build_transform
-from ..engine import Trainer, create_strategy, resolve_device, seed_everything
+from ..engine import create_strategy, resolve_device, seed_everything
 from ..losses import create_loss
 from ..losses.ohem import create_ohem_schedule
 from ..models import create_ensemble, create_model, data_config
@@ -139,21 +139,7 @@ class BirdExperiment(Experiment):
             self.strategy = create_strategy("ohem", schedule=self.ohem_schedule)
         else:
             self.strategy = create_strategy("plain")
-        self.trainer = Trainer(
-            self.model,
-            self.optimizer,
-            self.loss_fn,
-            epochs=p.epochs,
-            scheduler=self.scheduler,
-            strategy=self.strategy,
-            device=self.device,
-            run_dir=self.run_dir,
-            seed=p.seed,
-            progress=p.progress,
-            checkpoint_extra={"params": p.to_dict(), "classes": self.classes},
-        )
-        if p.resume:
-            self.trainer.resume()
+        self.trainer = self.make_trainer(self.classes)
 
     # ------------------------------------------------------------------ views
     def summary(self) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from ..calibration import expected_calibration_error, reliability_diagram
 from ..config import Cifar100Params
 from ..data.cifar import CifarDataset, load_cifar100, write_cifar100
 from ..data.transforms import build_transform
-from ..engine import Trainer, create_strategy, resolve_device, seed_everything
+from ..engine import create_strategy, resolve_device, seed_everything
 from ..losses import create_loss
 from ..models import create_model, data_config
 from ..optim import create_optimizer, create_scheduler
@@ -98,21 +98,7 @@ class Cifar100Experiment(Experiment):
             steps_per_epoch=len(self.train_loader),
             **sched_kwargs,
         )
-        self.trainer = Trainer(
-            self.model,
-            self.optimizer,
-            self.loss_fn,
-            epochs=p.epochs,
-            scheduler=self.scheduler,
-            strategy=self.strategy,
-            device=self.device,
-            run_dir=self.run_dir,
-            seed=p.seed,
-            progress=p.progress,
-            checkpoint_extra={"params": p.to_dict(), "classes": self.classes},
-        )
-        if p.resume:
-            self.trainer.resume()
+        self.trainer = self.make_trainer(self.classes)
 
     # ------------------------------------------------------------------ views
     def summary(self) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from ..data.datasets import ImageListDataset, ImageRecord
 from ..data.inat import class_counts, read_inat, write_inat
 from ..data.samplers import ClassAwareSampler, ReversedPairDataset
 from ..data.transforms import build_transform, denormalize
-from ..engine import Trainer, create_strategy, resolve_device, seed_everything
+from ..engine import create_strategy, resolve_device, seed_everything
 from ..losses import create_loss
 from ..metrics import group_accuracy, per_class_accuracy, shot_groups
 from ..models import create_model, data_config
@@ -139,21 +139,7 @@ class InatBBNExperiment(Experiment):
             )
         else:
             self.strategy = create_strategy("plain")
-        self.trainer = Trainer(
-            self.model,
-            self.optimizer,
-            self.loss_fn,
-            epochs=p.epochs,
-            scheduler=self.scheduler,
-            strategy=self.strategy,
-            device=self.device,
-            run_dir=self.run_dir,
-            seed=p.seed,
-            progress=p.progress,
-            checkpoint_extra={"params": p.to_dict(), "classes": self.classes},
-        )
-        if p.resume:
-            self.trainer.resume()
+        self.trainer = self.make_trainer(self.classes)
 
     # ------------------------------------------------------------------ views
     def summary(self) -> dict[str, Any]:

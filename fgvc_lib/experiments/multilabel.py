@@ -29,7 +29,7 @@ from ..data.multilabel import (
     write_multilabel,
 )
 from ..data.transforms import build_transform, denormalize
-from ..engine import Trainer, create_strategy, resolve_device, seed_everything
+from ..engine import create_strategy, resolve_device, seed_everything
 from ..losses import create_loss
 from ..models import create_model, data_config
 from ..multilabel_metrics import (
@@ -121,22 +121,8 @@ class MultilabelExperiment(Experiment):
             )
         else:
             self.scheduler = create_scheduler("none", self.optimizer, epochs=p.epochs, steps_per_epoch=steps)
-        self.trainer = Trainer(
-            self.model,
-            self.optimizer,
-            self.loss_fn,
-            epochs=p.epochs,
-            scheduler=self.scheduler,
-            strategy=create_strategy("plain"),
-            device=self.device,
-            run_dir=self.run_dir,
-            seed=p.seed,
-            progress=p.progress,
-            task="multilabel",
-            checkpoint_extra={"params": p.to_dict(), "classes": self.labels},
-        )
-        if p.resume:
-            self.trainer.resume()
+        self.strategy = create_strategy("plain")
+        self.trainer = self.make_trainer(self.labels, task="multilabel")
 
     # ------------------------------------------------------------------ views
     def summary(self) -> dict[str, Any]:
