@@ -3,7 +3,6 @@
 import json
 
 import pytest
-import torch
 
 from fgvc_lib.config import ParameterError
 from fgvc_lib.data.datasets import DataError
@@ -21,14 +20,6 @@ TINY = dict(
     cam_images=2,
     progress=False,
 )
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def test_embedded_data_is_generated_once_and_reused():

@@ -3,7 +3,6 @@
 import json
 
 import pytest
-import torch
 
 from fgvc_lib.data.cifar import write_cifar100
 from fgvc_lib.data.datasets import DataError
@@ -19,14 +18,6 @@ TINY = dict(
     cam_images=2,
     progress=False,
 )
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.mark.parametrize("loss", ["ce", "mc", "focal", "flsd53"])

@@ -24,14 +24,6 @@ TINY = dict(
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def test_bbn_run_records_alpha_groups_and_crops(tmp_path):
     result = run(dict(TINY, run_dir=str(tmp_path / "r"), epochs=3))
     metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())

@@ -20,14 +20,6 @@ TINY = dict(
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def test_run_records_f1_baseline_thresholds_and_sanity_check(tmp_path):
     result = run(dict(TINY, run_dir=str(tmp_path / "r")))
     m = json.loads((tmp_path / "r" / "metrics.json").read_text())

@@ -9,14 +9,6 @@ from fgvc_lib.cam import compute_cams
 from fgvc_lib.models import create_model
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _check(cams: np.ndarray, size: int, n: int) -> None:
     assert cams.shape == (n, size, size) and cams.dtype == np.float32
     assert cams.min() >= 0.0 and cams.max() <= 1.0 + 1e-6
