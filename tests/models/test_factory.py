@@ -227,3 +227,13 @@ def test_reset_head_leaves_1000_class_head_and_shrinks_others():
     w = small.classifier().weight
     assert 0.014 < w.std().item() < 0.026
     assert torch.count_nonzero(small.classifier().bias) == 0
+
+
+@pytest.mark.parametrize(("name", "size"), [("wide_resnet50_2", 64), ("inception_v3", 75), ("mnasnet_100", 64)])
+def test_second_inat_report_backbones_by_name(name, size):
+    """The backbones of the second iNat report build by name and classify (Inception v3 needs >= 75 px;
+    the report used 299)."""
+    model = create_model(name, 7).eval()
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, size, size)).shape == (1, 7)
+    assert model.forward_features(torch.rand(1, 3, size, size)).ndim == 4
