@@ -330,7 +330,7 @@ class InatBBNParams(ExperimentParams):
     synth_classes: int = param(30, "embedded set: number of classes", min=2, max=200)
     synth_max_per_class: int = param(60, "embedded set: images of the largest class", min=1)
     synth_imbalance: float = param(20.0, "embedded set: imbalance ratio n_max / n_min", min=1.0)
-    synth_val_per_class: int = param(5, "embedded set: validation images per class (iNat-2019: 3)", min=1)
+    synth_val_per_class: int = param(10, "embedded set: validation images per class (iNat-2019: 3)", min=1)
     synth_size: int = param(96, "embedded set: image side in pixels", min=32)
     method: Literal["bbn", "plain", "cot"] = param(
         "bbn", "bbn | plain (one branch, CE) | cot (CE + complement entropy)"
