@@ -665,7 +665,9 @@ def worker_pool(jobs: int, gpus: list[int] | None) -> ProcessPoolExecutor:
 def _log_line(record: RunRecord, metrics: Mapping[str, Any], done: int, total: int) -> str:
     line = f"[{done}/{total}] {record.run_id}: {record.status} in {record.seconds:.1f} s"
     if record.status == "finished":
-        shown = [f"{k} {metrics[k]:.4g}" for k in ("top1_acc", "top5_acc", "micro_f1", "val_loss") if k in metrics]
+        shown = [
+            f"{k} {metrics[k]:.4g}" for k in ("top1_acc", "top5_acc", "micro_f1", "val_loss") if k in metrics
+        ]
         return line + (" (" + ", ".join(shown) + ")" if shown else "")
     return line + f" - {_shorten(record.error or '', 160)}"
 

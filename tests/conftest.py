@@ -14,7 +14,7 @@ def _isolated_outputs(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("FGVC_OUTPUTS", str(tmp_path_factory.getbasetemp() / "outputs"))
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(scope="session", autouse=True)
 def _one_torch_thread():
     """One intra-op thread per test: on a shared 2-core machine this is faster and steadier than two."""
     old = torch.get_num_threads()

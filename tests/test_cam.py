@@ -10,15 +10,6 @@ from torch import nn
 from fgvc_lib.cam import cam_peaks, compute_cams, overlay, pointing_game
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Small CPU convolutions on a shared 2-core machine: one intra-op thread avoids spin-wait stalls."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def toy_model():
     """1x1 identity conv -> global average pool -> Linear(no bias) with W = [[1, -1], [0.5, 2]]."""
     conv = nn.Conv2d(2, 2, kernel_size=1, bias=False)

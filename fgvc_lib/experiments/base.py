@@ -22,7 +22,7 @@ from .. import plots
 from ..cam import compute_cams, overlay, pointing_game
 from ..config import ExperimentParams, ParameterError
 from ..data.transforms import denormalize
-from ..engine import Trainer
+from ..engine import Trainer, resolve_device, seed_everything
 from ..runs import prepare_run_dir, write_metrics, write_params
 
 
@@ -55,6 +55,8 @@ class Experiment:
         self.figures: dict[str, Figure] = {}
         self.metrics: dict[str, Any] = {}
         try:
+            seed_everything(self.params.seed)
+            self.device = resolve_device(self.params.device)
             self._build()
         except BaseException as exc:
             self._record_failure(exc)
@@ -66,6 +68,10 @@ class Experiment:
 
     def _run(self) -> dict[str, Any]:
         raise NotImplementedError
+
+    def resolve_data_root(self, embedded: Callable[[], Path]) -> Path:
+        """``data_root`` when given, else the embedded synthetic set (generated on first use)."""
+        return Path(self.params.data_root).expanduser() if self.params.data_root else embedded()
 
     # ------------------------------------------------------------------ running
     def run(self) -> ExperimentResult:

@@ -29,7 +29,7 @@ from ..data.datasets import (
 )
 from ..data.splits import random_split, write_list_file
 from ..data.transforms import build_transform
-from ..engine import create_strategy, resolve_device, seed_everything
+from ..engine import create_strategy
 from ..losses import create_loss
 from ..losses.ohem import create_ohem_schedule
 from ..models import create_ensemble, create_model, data_config
@@ -69,12 +69,8 @@ class BirdExperiment(Experiment):
             raise ParameterError(f"parameter 'ohem_schedule': {p.ohem_schedule!r} needs loss: ohem")
         if p.optimizer == "sam" and p.loss == "ohem":
             raise ParameterError("parameter 'optimizer': sam cannot be combined with loss: ohem")
-        seed_everything(p.seed)
-        self.device = resolve_device(p.device)
-        self.data_root = (
-            Path(p.data_root).expanduser()
-            if p.data_root
-            else embedded_bird_root(p.synth_classes, p.synth_per_class, p.synth_size)
+        self.data_root = self.resolve_data_root(
+            lambda: embedded_bird_root(p.synth_classes, p.synth_per_class, p.synth_size)
         )
         self.data: ClassificationData = open_classification_data(self.data_root)
         self.classes = self.data.classes

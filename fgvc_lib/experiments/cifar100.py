@@ -20,7 +20,7 @@ from ..calibration import expected_calibration_error, reliability_diagram
 from ..config import Cifar100Params
 from ..data.cifar import CifarDataset, load_cifar100, write_cifar100
 from ..data.transforms import build_transform
-from ..engine import create_strategy, resolve_device, seed_everything
+from ..engine import create_strategy
 from ..losses import create_loss
 from ..models import create_model, data_config
 from ..optim import create_optimizer, create_scheduler
@@ -51,12 +51,9 @@ class Cifar100Experiment(Experiment):
 
     def _build(self) -> None:
         p = self.params
-        seed_everything(p.seed)
-        self.device = resolve_device(p.device)
-        if p.data_root:
-            self.data_root = Path(p.data_root).expanduser()
-        else:
-            self.data_root = embedded_cifar_root(p.synth_train_per_class, p.synth_test_per_class)
+        self.data_root = self.resolve_data_root(
+            lambda: embedded_cifar_root(p.synth_train_per_class, p.synth_test_per_class)
+        )
         self.train_arrays = load_cifar100(self.data_root, "train", download=p.download)
         self.test_arrays = load_cifar100(self.data_root, "test", download=p.download)
         self.classes = list(self.train_arrays.fine_names)

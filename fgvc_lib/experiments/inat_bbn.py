@@ -20,7 +20,7 @@ from ..data.datasets import ImageListDataset, ImageRecord
 from ..data.inat import class_counts, read_inat, write_inat
 from ..data.samplers import ClassAwareSampler, ReversedPairDataset
 from ..data.transforms import build_transform, denormalize
-from ..engine import create_strategy, resolve_device, seed_everything
+from ..engine import create_strategy
 from ..losses import create_loss
 from ..metrics import group_accuracy, per_class_accuracy, shot_groups
 from ..models import create_model, data_config
@@ -62,12 +62,8 @@ class InatBBNExperiment(Experiment):
 
     def _build(self) -> None:
         p = self.params
-        seed_everything(p.seed)
-        self.device = resolve_device(p.device)
-        self.data_root = (
-            Path(p.data_root).expanduser()
-            if p.data_root
-            else embedded_inat_root(
+        self.data_root = self.resolve_data_root(
+            lambda: embedded_inat_root(
                 p.synth_classes, p.synth_max_per_class, p.synth_imbalance, p.synth_val_per_class, p.synth_size
             )
         )

@@ -29,7 +29,7 @@ from ..data.multilabel import (
     write_multilabel,
 )
 from ..data.transforms import build_transform, denormalize
-from ..engine import create_strategy, resolve_device, seed_everything
+from ..engine import create_strategy
 from ..losses import create_loss
 from ..models import create_model, data_config
 from ..multilabel_metrics import (
@@ -66,12 +66,8 @@ class MultilabelExperiment(Experiment):
 
     def _build(self) -> None:
         p = self.params
-        seed_everything(p.seed)
-        self.device = resolve_device(p.device)
-        self.data_root = (
-            Path(p.data_root).expanduser()
-            if p.data_root
-            else embedded_multilabel_root(p.synth_images, p.synth_size)
+        self.data_root = self.resolve_data_root(
+            lambda: embedded_multilabel_root(p.synth_images, p.synth_size)
         )
         if p.csv:
             self.data = read_multilabel_csv(Path(p.csv).expanduser(), self.data_root / "images")

@@ -12,14 +12,6 @@ from fgvc_lib.models import Classifier, PretrainedWeightsUnavailable, create_mod
 from fgvc_lib.models.wrappers import torchvision_resnet_features
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _official(channels: int = 1) -> nn.Module:
     return BlurPool(channels, pad_type="reflect", filt_size=4, stride=2)
 

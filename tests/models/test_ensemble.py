@@ -14,15 +14,6 @@ from fgvc_lib.models import (
 K = 4
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Small CPU convolutions on a shared 2-core machine: one intra-op thread avoids spin-wait stalls."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def images():
     return torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))

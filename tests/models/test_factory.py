@@ -16,15 +16,6 @@ SIZE = 64
 EXPECTED_FEATURES = {"resnet18": 512, "tf_efficientnet_lite0": 1280, "efficientnet-b0": 1280}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Small CPU convolutions on a shared 2-core machine: one intra-op thread avoids spin-wait stalls."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def images():
     gen = torch.Generator().manual_seed(0)
@@ -229,7 +220,9 @@ def test_reset_head_leaves_1000_class_head_and_shrinks_others():
     assert torch.count_nonzero(small.classifier().bias) == 0
 
 
-@pytest.mark.parametrize(("name", "size"), [("wide_resnet50_2", 64), ("inception_v3", 75), ("mnasnet_100", 64)])
+@pytest.mark.parametrize(
+    ("name", "size"), [("wide_resnet50_2", 64), ("inception_v3", 75), ("mnasnet_100", 64)]
+)
 def test_second_inat_report_backbones_by_name(name, size):
     """The backbones of the second iNat report build by name and classify (Inception v3 needs >= 75 px;
     the report used 299)."""

@@ -23,15 +23,6 @@ BACKBONE_KEYS = [
 ]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Small CPU convolutions on a shared 2-core machine: one intra-op thread avoids spin-wait stalls."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def lite0_source():
     return torch.load(lite0_package_file(), map_location="cpu", weights_only=True)

@@ -12,14 +12,6 @@ from fgvc_lib.models import Classifier, PretrainedWeightsUnavailable, create_mod
 from fgvc_lib.models.simple_cnn import SmallCNN, small_cnn_flat_features
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def n_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
