@@ -1,5 +1,6 @@
 """``fgvc`` command line: ``synth`` (write embedded data sets), ``run`` (execute a notebook into a run folder),
-``params`` (list a notebook's parameters), ``grid`` (run a parameter grid), ``report`` (summarise one)."""
+``params`` (list a notebook's parameters), ``train`` (the experiment without the notebook, e.g. under
+torchrun), ``grid`` (run a parameter grid), ``report`` (summarise one)."""
 
 from __future__ import annotations
 
@@ -144,6 +145,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .train import main as train_main
+
+    argv = [args.notebook]
+    for file in args.file or []:
+        argv += ["-f", file]
+    for key, value in args.param or []:
+        argv += ["-p", key, value]
+    return train_main(argv)
+
+
 def _cmd_params(args: argparse.Namespace) -> int:
     cls = params_class(args.notebook)
     defaults = cls().to_dict()
@@ -164,6 +176,33 @@ def _parse_gpus(text: str | None) -> list[int] | None:
         raise ValueError(f"--gpus: expected GPU indexes like 0,1 (or none), got {text!r}") from None
 
 
+def _parse_slurm_args(pairs: list[str] | None) -> dict[str, Any] | None:
+    """``--slurm-arg key=value`` (repeatable) -> {key: value}; values parsed as YAML scalars (true -> a flag)."""
+    if not pairs:
+        return None
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--slurm-arg: expected key=value (an sbatch option), got {pair!r}")
+        out[key.strip()] = _overrides([[key, raw]])[key]
+    return out
+
+
+def _executor_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``fgvc grid`` options that override the grid file's ``executor:`` block (None: not given)."""
+    return {
+        "kind": args.executor,
+        "partition": args.partition,
+        "gpus_per_job": args.gpus_per_job,
+        "cpus_per_job": args.cpus_per_job,
+        "time_min": args.time,
+        "mem_gb": args.mem_gb,
+        "array_parallelism": args.array_parallelism,
+        "slurm": _parse_slurm_args(args.slurm_arg),
+    }
+
+
 def _cmd_grid(args: argparse.Namespace) -> int:
     from collections import Counter
 
@@ -178,12 +217,20 @@ def _cmd_grid(args: argparse.Namespace) -> int:
         retry_failed=args.retry_failed,
         gpus=_parse_gpus(args.gpus),
         progress=not args.no_progress,
+        executor=_executor_options(args),
+        wait=not args.no_wait,
     )
     counts = Counter(r.status for r in records)
     status = ", ".join(f"{n} {s}" for s, n in counts.items())
     if args.dry_run:
         print(format_plan(records))
         print(f"{len(records)} runs ({status}) -> {grid_folder(spec)}")
+        return 0
+    submitted = [r for r in records if r.status == "submitted"]
+    if submitted:
+        print("\n".join(f"{r.job_id}  {r.run_id}" for r in submitted))
+        print(f"{len(records)} runs: {status}")
+        print(f"build the report once the jobs are done: fgvc report {grid_folder(spec)}")
         return 0
     print(f"summary: {grid_folder(spec) / 'summary.md'}")
     print(f"{len(records)} runs: {status}")
@@ -262,7 +309,54 @@ def build_parser() -> argparse.ArgumentParser:
         "--gpus", default=None, help="GPU indexes for the workers, e.g. 0,1 (default: all; none)"
     )
     grid.add_argument("--no-progress", action="store_true", help="no progress bar")
+    cluster = grid.add_argument_group(
+        "executor", "where the runs execute; overrides the grid file's executor: block (docs/cluster.md)"
+    )
+    cluster.add_argument(
+        "--executor",
+        choices=["local", "slurm", "submitit-local"],
+        default=None,
+        help="local: worker processes (default); slurm: one SLURM job array through submitit, one run per "
+        "job; submitit-local: submitit jobs as local subprocesses",
+    )
+    cluster.add_argument("--partition", default=None, help="slurm: partition")
+    cluster.add_argument(
+        "--gpus-per-job", type=int, default=None, metavar="N", help="GPUs per job (slurm: 1)"
+    )
+    cluster.add_argument("--cpus-per-job", type=int, default=None, metavar="N", help="slurm: CPUs per job")
+    cluster.add_argument(
+        "--time", type=int, default=None, metavar="MIN", help="time limit per job in minutes (default 240)"
+    )
+    cluster.add_argument("--mem-gb", type=float, default=None, metavar="G", help="slurm: memory per job")
+    cluster.add_argument(
+        "--array-parallelism",
+        type=int,
+        default=None,
+        metavar="N",
+        help="jobs running at once (slurm: the array's %%N; submitit-local: default --jobs)",
+    )
+    cluster.add_argument(
+        "--slurm-arg",
+        action="append",
+        default=None,
+        metavar="KEY=VALUE",
+        help="extra sbatch setting, e.g. account=myproj (repeatable; slurm_additional_parameters)",
+    )
+    cluster.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="slurm: submit, print the job ids and exit; `fgvc report <grid folder>` builds the report later",
+    )
     grid.set_defaults(func=_cmd_grid)
+
+    train = sub.add_parser(
+        "train",
+        help="run a notebook's experiment in this process, no notebook (for torchrun / DDP and scripts)",
+    )
+    train.add_argument("notebook", help="bird | cifar100 | inat_bbn | multilabel")
+    train.add_argument("-f", "--file", action="append", help="YAML parameter file (repeatable; later wins)")
+    train.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"))
+    train.set_defaults(func=_cmd_train)
 
     report = sub.add_parser("report", help="summary.csv/.md and comparison figures of a grid")
     report.add_argument("grid", help="a grid YAML or an outputs/runs/<name> folder")

@@ -133,6 +133,16 @@ class ExperimentParams:
     device: str = param("auto", "auto | cpu | cuda | cuda:N | mps")
     run_dir: str = param("", "output folder; empty: outputs/runs/<notebook>/<run-id>")
     resume: bool = param(False, "resume from run_dir/checkpoints/last.pt")
+    deterministic: bool = param(False, "deterministic algorithms only (bitwise repeatable runs, slower)")
+    # speed (README "Performance"): none changes what is computed, only how fast
+    cache: bool = param(False, "decode images once into a memory-mapped uint8 array under outputs/cache/")
+    cache_size: int = param(0, "side of the cached images in pixels; 0: img_size", min=0)
+    batch_augment: bool = param(
+        False, "augment whole batches on the training device (tensor ops; implies cache for image files)"
+    )
+    amp: Literal["off", "bf16", "fp16"] = param("off", "autocast: off | bf16 (CPU/CUDA) | fp16 (CUDA)")
+    channels_last: bool = param(False, "NHWC memory format for model and batches")
+    compile: bool = param(False, "torch.compile the model (slow first epoch, faster later ones)")
 
     # ------------------------------------------------------------------ construction
     @classmethod

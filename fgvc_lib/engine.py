@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import distributed as ddp
 from .optim import LRSchedule, bn_stats_frozen
 from .registry import unknown_name_error
 
@@ -39,6 +40,8 @@ class TrainStrategy:
     """One optimisation step on a batch. Subclasses override ``train_step`` and optionally the hooks."""
 
     name = "plain"
+    bypasses_wrapper = False  # True: train_step calls the unwrapped model (no DDP gradient hooks)
+    supports_fp16 = True  # False: the step cannot work with a GradScaler
 
     def on_epoch_start(self, trainer: Trainer, epoch_index: int) -> None:
         """Called before each epoch (0-based index)."""
@@ -63,9 +66,8 @@ class TrainStrategy:
         with trainer.autocast():
             logits = trainer.model(x)
             loss = trainer.loss_fn(logits, y)
-        loss.backward()
-        trainer.clip_gradients()
-        trainer.optimizer.step()
+        trainer.backward(loss)
+        trainer.step()
         return loss.detach(), logits.detach()
 
 
@@ -95,6 +97,7 @@ class SAMStrategy(TrainStrategy):
     """
 
     name = "sam"
+    supports_fp16 = False  # the ascent step reads raw gradients; use amp: bf16
 
     def train_step(
         self, trainer: Trainer, x: torch.Tensor, y: torch.Tensor, *extra: torch.Tensor
@@ -122,6 +125,7 @@ class FeatureLossStrategy(TrainStrategy):
     """
 
     name = "features"
+    bypasses_wrapper = True  # calls the unwrapped model: gradients are averaged by hand under DDP
 
     def train_step(
         self, trainer: Trainer, x: torch.Tensor, y: torch.Tensor, *extra: torch.Tensor
@@ -135,9 +139,8 @@ class FeatureLossStrategy(TrainStrategy):
         with trainer.autocast():
             logits, features = model.forward_with_features(x)
             loss = trainer.loss_fn(logits, features, y)
-        loss.backward()
-        trainer.clip_gradients()
-        trainer.optimizer.step()
+        trainer.backward(loss)
+        trainer.step()
         return loss.detach(), logits.detach()
 
 
@@ -149,6 +152,7 @@ class BBNStrategy(TrainStrategy):
     """
 
     name = "bbn"
+    bypasses_wrapper = True
 
     def __init__(self, alpha_fn: Callable[[int], float]):
         self.alpha_fn = alpha_fn
@@ -174,9 +178,8 @@ class BBNStrategy(TrainStrategy):
         with trainer.autocast():
             logits = model.mix(model.branch_features(x, "c"), model.branch_features(x_r, "r"), a)
             loss = a * trainer.loss_fn(logits, y) + (1 - a) * trainer.loss_fn(logits, y_r)
-        loss.backward()
-        trainer.clip_gradients()
-        trainer.optimizer.step()
+        trainer.backward(loss)
+        trainer.step()
         return loss.detach(), logits.detach()
 
 
@@ -202,8 +205,8 @@ class COTStrategy(TrainStrategy):
         self.complement_optimizer.zero_grad(set_to_none=True)
         with trainer.autocast():
             complement = self.complement_loss(trainer.model(x), y)
-        complement.backward()
-        self.complement_optimizer.step()
+        trainer.backward(complement)
+        trainer.step(self.complement_optimizer, clip=False)
         return loss, logits
 
     def state_dict(self) -> dict[str, Any]:
@@ -269,6 +272,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def set_deterministic(enabled: bool = True) -> None:
+    """Only deterministic kernels (an error names any op that has none); cuDNN autotuning off."""
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(enabled)
+    torch.backends.cudnn.benchmark = not enabled and torch.backends.cudnn.benchmark
+    torch.backends.cudnn.deterministic = enabled
+
+
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     """``torch.save`` to a temporary file in the same folder, then rename: never a half-written file."""
     path = Path(path)
@@ -294,7 +306,29 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
-    return getattr(model, "module", model)
+    """The user's model inside DistributedDataParallel and/or torch.compile wrappers."""
+    while True:
+        if isinstance(model, nn.parallel.DistributedDataParallel):
+            model = model.module
+        elif hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):  # torch.compile
+            model = model._orig_mod
+        else:
+            return model
+
+
+AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def amp_dtype(amp: bool | str | None, device: torch.device) -> torch.dtype | None:
+    """``amp`` parameter -> autocast dtype: False/'off' none, True/'bf16' bfloat16, 'fp16' float16 (CUDA)."""
+    key = "off" if amp is None or amp is False else "bf16" if amp is True else str(amp).lower()
+    if key not in AMP_DTYPES:
+        raise ValueError(f"parameter 'amp': expected off, bf16 or fp16 (or true/false), got {amp!r}")
+    if key == "fp16" and device.type != "cuda":
+        raise ValueError(f"parameter 'amp': fp16 autocast needs a CUDA device (device is {device}); use bf16")
+    if device.type not in ("cpu", "cuda"):
+        return None
+    return AMP_DTYPES[key]
 
 
 # ---------------------------------------------------------------------------------------------- trainer
@@ -319,20 +353,47 @@ class Trainer:
         log: Callable[[str], None] | None = print,
         checkpoint_extra: dict[str, Any] | None = None,
         task: str = "single",
+        channels_last: bool = False,
+        compile: bool = False,  # noqa: A002 - the parameter name users know from torch.compile
+        batch_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        eval_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        callbacks: Iterable[Callable[[Trainer, dict[str, float]], None]] = (),
+        check_every: int = 50,
     ):
-        self.device = torch.device(device) if not isinstance(device, torch.device) else device
-        self.model = model.to(self.device)
+        self.device = ddp.rank_device(torch.device(device))
+        self.channels_last = bool(channels_last)
+        self.amp_dtype = amp_dtype(amp, self.device)
+        self.strategy = strategy or TrainStrategy()
+        if self.amp_dtype is torch.float16 and not getattr(self.strategy, "supports_fp16", True):
+            raise ValueError(f"parameter 'amp': fp16 does not work with the {self.strategy.name} step; use bf16")
+        # fp16 needs loss scaling; bf16 has fp32's range and does not
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype is torch.float16 else None
+        model = model.to(self.device)
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.dist = ddp.dist_env() if ddp.is_distributed() else ddp.DistEnv()
+        if self.dist.enabled:
+            if self.device.type == "cuda":  # BatchNorm statistics over the global batch, as one process
+                model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            model = nn.parallel.DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+        self.model = torch.compile(model) if compile else model
+        # uint8 image batches (decode-once cache) become normalised floats on the device
+        self.batch_transform = batch_transform
+        self.eval_transform = eval_transform
+        self.callbacks = list(callbacks)
+        self.check_every = max(1, int(check_every))
         self.optimizer = optimizer
         self.loss_fn = loss_fn.to(self.device) if isinstance(loss_fn, nn.Module) else loss_fn
         self.epochs = epochs
         self.scheduler = scheduler
-        self.strategy = strategy or TrainStrategy()
         self.run_dir = Path(run_dir) if run_dir else None
         self.seed = seed
         self.progress = progress
         self.grad_clip = grad_clip
         self.amp = amp
-        self.log = log or (lambda msg: None)
+        self.log = (log or (lambda msg: None)) if self.dist.is_main else (lambda msg: None)
         self.checkpoint_extra = dict(checkpoint_extra or {})
         if task not in ("single", "multilabel"):
             raise ValueError(f"task: expected 'single' or 'multilabel', got {task!r}")
@@ -345,15 +406,33 @@ class Trainer:
 
     # ------------------------------------------------------------------ small pieces
     def autocast(self) -> contextlib.AbstractContextManager:
-        if self.amp and self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        if self.amp and self.device.type == "cpu":
-            return torch.autocast("cpu", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     def clip_gradients(self) -> None:
         if self.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """``loss.backward()``, scaled under fp16."""
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+
+    def step(self, optimizer: torch.optim.Optimizer | None = None, *, clip: bool = True) -> None:
+        """Optimizer step after backward: gradients averaged across ranks when the strategy bypassed the DDP
+        wrapper, unscaled (fp16), clipped, then stepped."""
+        optimizer = optimizer or self.optimizer
+        if self.dist.enabled and getattr(self.strategy, "bypasses_wrapper", False):
+            ddp.average_gradients(_unwrap(self.model))
+        if self.scaler is not None:
+            self.scaler.unscale_(optimizer)
+        if clip:
+            self.clip_gradients()
+        if self.scaler is not None:
+            self.scaler.step(optimizer)
+            self.scaler.update()
+        else:
+            optimizer.step()
 
     @property
     def lr(self) -> float:
@@ -363,9 +442,24 @@ class Trainer:
     def checkpoint_dir(self) -> Path | None:
         return self.run_dir / "checkpoints" if self.run_dir else None
 
-    def _to_device(self, batch: Any) -> tuple[torch.Tensor, ...]:
+    def _to_device(self, batch: Any, transform: Callable | None = None) -> tuple[torch.Tensor, ...]:
+        """Move a batch to the device (non-blocking from pinned memory on CUDA); uint8 image batches go
+        through ``transform`` there (batched augmentation / normalisation); images become channels_last."""
         non_blocking = self.device.type == "cuda"
-        return tuple(t.to(self.device, non_blocking=non_blocking) for t in batch)
+        out = []
+        for t in batch:
+            t = t.to(self.device, non_blocking=non_blocking)
+            if t.ndim == 4 and t.dtype == torch.uint8:
+                if transform is None:
+                    raise TypeError(
+                        "the loader yields uint8 images (decode-once cache) but the trainer has no batch "
+                        "transform to normalise them (pass batch_transform / eval_transform)"
+                    )
+                t = transform(t)
+            if self.channels_last and t.ndim == 4 and t.is_floating_point():
+                t = t.contiguous(memory_format=torch.channels_last)
+            out.append(t)
+        return tuple(out)
 
     def _bar(self, loader: Iterable, desc: str) -> Iterable:
         if not self.progress:
@@ -414,6 +508,8 @@ class Trainer:
             if self.scheduler is not None:
                 self.scheduler.step_epoch(row.get("val_loss", row["train_loss"]))
             self._after_epoch(row)
+            for callback in self.callbacks:
+                callback(self, row)
         return self.history
 
     def _train_epoch(self, loader: Iterable, index: int) -> dict[str, float]:
@@ -421,12 +517,20 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         counts = torch.zeros(3, device=self.device, dtype=torch.long)  # multilabel tp, fp, fn
+        # first step whose loss was not finite, tracked on the device: no host sync per step; checked every
+        # ``check_every`` steps (and at the end), so training stops within that many steps of a NaN
+        first_bad = torch.full((), -1, device=self.device, dtype=torch.long)
         seen = 0
+        step = -1
         for step, batch in enumerate(self._bar(loader, f"epoch {index + 1}/{self.epochs}")):
-            x, y, *extra = self._to_device(batch)
+            x, y, *extra = self._to_device(batch, self.batch_transform)
             loss, logits = self.strategy.train_step(self, x, y, *extra)
             if self.scheduler is not None:
                 self.scheduler.step_batch()
+            bad = (first_bad < 0) & ~torch.isfinite(loss)
+            first_bad = torch.where(bad, torch.full_like(first_bad, step), first_bad)
+            if step % self.check_every == 0 and int(first_bad) >= 0:
+                self._diverged(index, int(first_bad))
             loss_sum += loss.float() * y.shape[0]
             if self.task == "multilabel":
                 pred, truth = logits > 0, y > 0.5
@@ -435,14 +539,17 @@ class Trainer:
             else:
                 correct += (logits.argmax(1) == y).sum()
             seen += y.shape[0]
-            if step == 0 and not torch.isfinite(loss):
-                self._diverged(index, step)
+        if step >= 0 and int(first_bad) >= 0:
+            self._diverged(index, int(first_bad))
+        if self.dist.enabled:  # epoch sums over all ranks
+            totals = torch.cat([loss_sum.double().view(1), correct.double().view(1), counts.double(),
+                                torch.tensor([seen], dtype=torch.float64, device=self.device)])
+            ddp.all_reduce_sum(totals)
+            loss_sum, correct, counts, seen = totals[0], totals[1], totals[2:5], int(totals[5])
         if seen == 0:
             raise ValueError(
                 "the training loader yielded no batches (batch_size larger than the training set?)"
             )
-        if not torch.isfinite(loss_sum):
-            self._diverged(index, None)
         out = {"loss": float(loss_sum) / seen, "top1": float(correct) / seen}
         if self.task == "multilabel":
             tp, fp, fn = (float(v) for v in counts)
@@ -452,7 +559,7 @@ class Trainer:
     def _diverged(self, index: int, step: int | None) -> None:
         where = f"epoch {index + 1}" + (f", step {step + 1}" if step is not None else "")
         raise TrainingDiverged(
-            f"training loss became NaN/inf at {where}; the last good checkpoint is kept "
+            f"training loss became NaN/inf at {where}; training stopped, the last good checkpoint is kept "
             f"({self.checkpoint_dir / 'last.pt' if self.checkpoint_dir else 'no run_dir'}). Lower `lr`?"
         )
 
@@ -472,12 +579,13 @@ class Trainer:
             self.best_metric, self.best_epoch = metric, int(row["epoch"])
             parts.append("*")
         self.log("  ".join(parts))
-        if self.run_dir is not None:
+        if self.run_dir is not None and self.dist.is_main:  # only rank 0 writes
             self.write_history(self.run_dir / "history.csv")
             state = self.state_dict()
             if improved:
                 atomic_torch_save(state, self.checkpoint_dir / "best.pt")
             atomic_torch_save(state, self.checkpoint_dir / "last.pt")
+        ddp.barrier()  # other ranks read best.pt / last.pt only after rank 0 wrote them
 
     def write_history(self, path: str | Path) -> Path:
         """Write the history as CSV (atomic)."""
@@ -499,14 +607,21 @@ class Trainer:
     def predict(self, loader: Iterable) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits and targets for a whole loader (on the CPU)."""
         self.model.eval()
+        model = _unwrap(self.model) if self.dist.enabled else self.model  # no DDP hooks in evaluation
         logits, targets = [], []
         for batch in loader:
-            x, y = self._to_device(batch[:2])
+            x, y = self._to_device(batch[:2], self.eval_transform)
             with self.autocast():
-                out = self.model(x)
-            logits.append(out.float().cpu())
-            targets.append(y.cpu())
-        return torch.cat(logits), torch.cat(targets)
+                out = model(x)
+            logits.append(out.float())
+            targets.append(y)
+        logits_t, targets_t = torch.cat(logits), torch.cat(targets)
+        sampler = getattr(loader, "sampler", None)
+        if self.dist.enabled and isinstance(sampler, ddp.ShardedSampler) and not sampler.pad:
+            total = len(sampler.inner)  # each rank predicted every W-th item: put them back in order
+            logits_t = ddp.gather_interleaved(logits_t, total)
+            targets_t = ddp.gather_interleaved(targets_t, total)
+        return logits_t.cpu(), targets_t.cpu()
 
     def evaluate(self, loader: Iterable) -> dict[str, float]:
         """Single-label: mean cross-entropy, top-1 and top-5 accuracy. Multilabel: the training loss,
@@ -552,7 +667,10 @@ class Trainer:
         model = _unwrap(self.model)
         ours, theirs = getattr(model, "num_classes", None), state.get("num_classes")
         if ours is not None and theirs is not None and ours != theirs:
-            raise CheckpointError(f"{source}: checkpoint has {theirs} classes, the model has {ours}")
+            raise CheckpointError(
+                f"{source}: checkpoint has {theirs} classes, the model has {ours}; expected a checkpoint of a "
+                f"{ours}-class model (same data and classes): use a new run_dir instead of resume"
+            )
         try:
             model.load_state_dict(state["model"])
         except RuntimeError as exc:
@@ -571,7 +689,16 @@ class Trainer:
         path = Path(path)
         if not path.is_file():
             raise CheckpointError(f"resume asked for, but there is no checkpoint at {path}")
-        self.load_state_dict(torch.load(path, map_location="cpu", weights_only=False), source=str(path))
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc:  # truncated file, not a checkpoint at all, pickle from elsewhere
+            raise CheckpointError(
+                f"{path}: cannot read checkpoint ({type(exc).__name__}: {str(exc)[:200]}); expected a file "
+                f"written by the Trainer (checkpoints/last.pt or best.pt)"
+            ) from None
+        if not isinstance(state, dict) or "model" not in state or "epoch" not in state:
+            raise CheckpointError(f"{path}: not a Trainer checkpoint; expected a dict with 'model' and 'epoch'")
+        self.load_state_dict(state, source=str(path))
 
     def resume(self) -> None:
         """Continue from ``run_dir/checkpoints/last.pt``."""

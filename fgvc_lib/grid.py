@@ -20,6 +20,15 @@ Grid YAML format::
         replace: {model: {swin_base_patch4_window12_384: swin_tiny_patch4_window7_224}}  # substitutions
     compare: [loss, model]        # optional: axes to draw comparison figures for (default: every key that varies)
     metric: val_acc               # optional: history.csv column for the comparison figures (default val_acc)
+    executor:                     # optional: where the runs execute (``fgvc grid`` options override it)
+      kind: slurm                 #   local (default: worker processes) | slurm | submitit-local
+      partition: gpu              #   the keys below are for slurm / submitit-local (see ExecutorConfig)
+      gpus_per_job: 1
+      cpus_per_job: 8
+      time_min: 240
+      mem_gb: 32
+      array_parallelism: 16
+      slurm: {account: myproj, qos: normal}   # extra sbatch settings (slurm_additional_parameters)
 
 Runs are ``product(axes)`` + ``rows`` + each sub-grid's runs, in that order; a grid part with neither axes
 nor rows is one run of its base. Duplicates are removed (same values after the preset; again after
@@ -38,6 +47,18 @@ by an interrupted run, is renamed to ``<run-id>.failed-<time>`` / ``<run-id>.int
 GPUs: ``gpus`` are indexes into the devices this process sees (the entries of its ``CUDA_VISIBLE_DEVICES``
 when set); each worker process takes one from a queue and sets ``CUDA_VISIBLE_DEVICES`` before any kernel
 starts (the kernel inherits it), so ``device: auto`` in the notebook means that GPU.
+
+Executors: ``local`` runs the runs in a pool of worker processes. ``slurm`` hands them to submitit
+(``AutoExecutor(folder=<grid folder>/submitit, cluster="slurm")``) as ONE job array, one papermill run per
+job and GPU; ``submitit-local`` uses submitit's local executor (each job a local subprocess, at most
+``array_parallelism`` - default ``jobs`` - at a time, GPUs handed out as by the pool). Every job executes
+:func:`execute_run` (through :func:`run_job`, which pins the job's GPU and CPU threads first, as the pool's
+initializer does), so run ids, skipping, retries, ``grid.yaml`` and the report are the same whatever the
+executor; a job that dies without a result is recorded ``failed`` with the job's error and its log path.
+SLURM jobs are listed in ``<grid folder>/submitit/jobs.json`` until their run has a ``metrics.json``: with
+``wait=False`` (``--no-wait``) the runner submits and returns, and :func:`write_report` (``fgvc report``)
+later records jobs that died without a result; a rerun of the grid refuses to start a run whose job is
+still queued or running.
 """
 
 from __future__ import annotations
@@ -66,12 +87,12 @@ from .config import PARAMS_BY_NOTEBOOK, ParameterError, params_class
 from .registry import did_you_mean
 from .runs import METRIC_KEYS, outputs_root, write_metrics, write_text_atomic
 
-TOP_KEYS = ("notebook", "name", "base", "axes", "rows", "grids", "presets", "compare", "metric")
+TOP_KEYS = ("notebook", "name", "base", "axes", "rows", "grids", "presets", "compare", "metric", "executor")
 SUBGRID_KEYS = ("base", "axes", "rows")
 PRESET_KEYS = ("base", "replace")
 #: Parameters that do not change a run's result: left out of its id, its identity and the readable id part.
 ID_EXCLUDED = ("run_dir", "progress", "resume", "device", "num_workers")
-STATUSES = ("finished", "failed", "skipped", "planned")
+STATUSES = ("finished", "failed", "skipped", "planned", "submitted")
 PORT_CLASH_MARKERS = ("Address already in use", "Kernel died before replying to kernel_info")
 READABLE_ID_MAX = 80
 READABLE_VALUE_MAX = 24
@@ -93,6 +114,7 @@ class GridSpec:
     presets: dict[str, dict[str, Any]] = field(default_factory=dict)  # each {'base': {}, 'replace': {}}
     compare: list[str] | None = None
     metric: str = "val_acc"
+    executor: dict[str, Any] = field(default_factory=dict)  # the checked `executor:` mapping as written
     path: Path | None = None
 
     @property
@@ -103,7 +125,7 @@ class GridSpec:
     def to_dict(self) -> dict[str, Any]:
         """The spec as a grid YAML mapping (without ``path``)."""
         data: dict[str, Any] = {"notebook": self.notebook, "name": self.name, "base": self.base}
-        for key in ("axes", "rows", "grids", "presets", "compare"):
+        for key in ("axes", "rows", "grids", "presets", "compare", "executor"):
             if getattr(self, key):
                 data[key] = getattr(self, key)
         data["metric"] = self.metric
@@ -182,6 +204,7 @@ class GridSpec:
             presets=presets,
             compare=compare,
             metric=metric,
+            executor=check_executor(data.get("executor"), f"{where}: executor"),
             path=Path(path) if path else None,
         )
 
@@ -234,6 +257,133 @@ def load_grid(path: str | Path) -> GridSpec:
     except yaml.YAMLError as exc:
         raise ParameterError(f"grid file {path} is not valid YAML: {exc}") from None
     return GridSpec.from_dict(data, path)
+
+
+# ---------------------------------------------------------------------------------------------- executors
+EXECUTOR_KINDS = ("local", "slurm", "submitit-local")
+#: key -> (accepted types, minimum, what the error says is expected); ``slurm`` (a mapping) is checked apart.
+_EXECUTOR_FIELDS: dict[str, tuple[tuple[type, ...], float | None, str]] = {
+    "partition": ((str,), None, "a partition name"),
+    "gpus_per_job": ((int,), 0, "an integer >= 0"),
+    "cpus_per_job": ((int,), 1, "an integer >= 1"),
+    "time_min": ((int,), 1, "an integer number of minutes >= 1"),
+    "mem_gb": ((int, float), 0, "a number of GB > 0"),
+    "array_parallelism": ((int,), 1, "an integer >= 1"),
+}
+EXECUTOR_KEYS = ("kind", *_EXECUTOR_FIELDS, "slurm")
+DEFAULT_TIME_MIN = 240
+_SBATCH_VALUE_TYPES = (str, int, float, bool)
+
+
+def check_executor(value: Any, where: str = "executor") -> dict[str, Any]:
+    """Check an ``executor:`` mapping (grid file or command-line overrides; ``None`` values mean "not given"
+    and are dropped); returns it normalised. ParameterError names the key and suggests the closest one."""
+    data = {k: v for k, v in _mapping(value, where).items() if v is not None}
+    _check_keys(data, EXECUTOR_KEYS, f"{where}: unknown key")
+    kind = data.get("kind")
+    if kind is not None and kind not in EXECUTOR_KINDS:
+        raise ParameterError(
+            f"{where}: unknown kind {kind!r}{did_you_mean(str(kind), EXECUTOR_KINDS)} "
+            f"(kinds: {', '.join(EXECUTOR_KINDS)})"
+        )
+    for key, (types, minimum, expected) in _EXECUTOR_FIELDS.items():
+        if key not in data:
+            continue
+        item = data[key]
+        bad_type = isinstance(item, bool) or not isinstance(item, types)
+        if bad_type or (minimum is not None and (item < minimum or (key == "mem_gb" and item <= 0))):
+            raise ParameterError(f"{where}: '{key}' must be {expected}, got {item!r} ({type(item).__name__})")
+        if key == "partition" and not item.strip():
+            raise ParameterError(f"{where}: 'partition' must be {expected}, got an empty string")
+    if "slurm" in data:
+        extra = _mapping(data["slurm"], f"{where}: 'slurm' (extra sbatch settings)")
+        for key, item in extra.items():
+            if not isinstance(key, str) or not isinstance(item, _SBATCH_VALUE_TYPES):
+                raise ParameterError(
+                    f"{where}: slurm setting {key!r} must be a name with a single value (text, number or "
+                    f"true), got {item!r} ({type(item).__name__})"
+                )
+        data["slurm"] = dict(extra)
+    return data
+
+
+@dataclass(frozen=True)
+class ExecutorConfig:
+    """Where a grid's runs execute: ``local`` worker processes, SLURM through submitit, or submitit's local
+    executor. ``gpus_per_job`` None means 1 on SLURM and, for ``submitit-local``, 1 when GPUs are visible;
+    ``array_parallelism`` None means SLURM's / submitit's default on SLURM and ``jobs`` for submitit-local."""
+
+    kind: str = "local"
+    partition: str | None = None
+    gpus_per_job: int | None = None
+    cpus_per_job: int | None = None
+    time_min: int = DEFAULT_TIME_MIN
+    mem_gb: float | None = None
+    array_parallelism: int | None = None
+    slurm: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "executor") -> ExecutorConfig:
+        return cls(**check_executor(data, where))
+
+    @property
+    def uses_submitit(self) -> bool:
+        return self.kind != "local"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings that differ from the defaults (a valid ``executor:`` mapping)."""
+        default = ExecutorConfig()
+        out = {k: getattr(self, k) for k in EXECUTOR_KEYS if getattr(self, k) != getattr(default, k)}
+        return {"kind": self.kind, **out}
+
+    def submitit_parameters(self, job_name: str) -> dict[str, Any]:
+        """``update_parameters`` keywords of ``submitit.AutoExecutor`` for this configuration. SLURM gets the
+        resources; submitit-local only the name and the time limit (GPUs are pinned by :func:`run_job`)."""
+        params: dict[str, Any] = {"name": job_name, "timeout_min": self.time_min}
+        if self.kind != "slurm":
+            return params
+        gpus = 1 if self.gpus_per_job is None else self.gpus_per_job
+        params.update(nodes=1, tasks_per_node=1)
+        if gpus > 0:  # a CPU-only job asks for no GPU at all (not --gpus-per-node=0)
+            params["gpus_per_node"] = gpus
+        if self.partition:
+            params["slurm_partition"] = self.partition
+        if self.cpus_per_job is not None:
+            params["cpus_per_task"] = self.cpus_per_job
+        if self.mem_gb is not None:
+            params["mem_gb"] = self.mem_gb
+        if self.array_parallelism is not None:
+            params["slurm_array_parallelism"] = self.array_parallelism
+        if self.slurm:
+            params["slurm_additional_parameters"] = dict(self.slurm)
+        return params
+
+    def describe(self) -> str:
+        """One line for the runner's log."""
+        if self.kind == "slurm":
+            gpus = 1 if self.gpus_per_job is None else self.gpus_per_job
+            parts = [f"partition {self.partition or '(default)'}", f"{gpus} GPU(s)"]
+            parts += [f"{self.cpus_per_job} CPUs"] if self.cpus_per_job else []
+            parts += [f"{self.mem_gb:g} GB"] if self.mem_gb else []
+            parts += [f"{self.time_min} min per job"]
+            parts += [f"array parallelism {self.array_parallelism}"] if self.array_parallelism else []
+            parts += [", ".join(f"--{k}={v}" for k, v in self.slurm.items())] if self.slurm else []
+            return "slurm: " + ", ".join(parts)
+        return self.kind
+
+
+def resolve_executor(
+    spec: GridSpec, overrides: Mapping[str, Any] | ExecutorConfig | None = None
+) -> ExecutorConfig:
+    """The grid file's ``executor:`` with command-line ``overrides`` on top (``None`` values: not given; a
+    ``slurm`` mapping is merged key by key). Overrides are checked like the file, named "command line"."""
+    if isinstance(overrides, ExecutorConfig):
+        return overrides
+    given = check_executor(dict(overrides or {}), "command line executor options")
+    merged = {**spec.executor, **{k: v for k, v in given.items() if k != "slurm"}}
+    if given.get("slurm"):
+        merged["slurm"] = {**spec.executor.get("slurm", {}), **given["slurm"]}
+    return ExecutorConfig.from_dict(merged, f"{spec.where}: executor")
 
 
 # ---------------------------------------------------------------------------------------------- expansion
@@ -420,13 +570,14 @@ class RunRecord:
     run_id: str
     run_dir: Path
     params: dict[str, Any]
-    status: str = "planned"  # finished | failed | skipped | planned
+    status: str = "planned"  # finished | failed | skipped | planned | submitted (not waited for)
     error: str | None = None
     seconds: float = 0.0
     overrides: dict[str, Any] = field(default_factory=dict)  # the values injected into the notebook
+    job_id: str | None = None  # the submitit job that ran it (slurm / submitit-local executors)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "run_id": self.run_id,
             "run_dir": str(self.run_dir),
             "status": self.status,
@@ -434,6 +585,7 @@ class RunRecord:
             "seconds": round(self.seconds, 2),
             "params": self.params,
         }
+        return {**out, "job_id": self.job_id} if self.job_id else out
 
 
 def grid_folder(spec: GridSpec) -> Path:
@@ -607,18 +759,41 @@ def execute_run(
     return settle_run(notebook, params, run_dir, error, time.time() - start, tb)
 
 
-def _init_worker(gpu_queue: Any, threads: int) -> None:
-    """Pool initializer: take one GPU (a CUDA_VISIBLE_DEVICES value) and a share of the CPU cores before this
-    worker starts any kernel (kernels inherit the environment)."""
+def _pin_process(cuda_visible: str | None, threads: int) -> None:
+    """A share of the CPU cores (unless the environment already says) and one GPU (a CUDA_VISIBLE_DEVICES
+    value; None leaves it as it is) for this process and the kernels it starts (they inherit the environment)."""
     if threads > 0:
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ.setdefault(var, str(threads))
+    if cuda_visible is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(cuda_visible)
+
+
+def _init_worker(gpu_queue: Any, threads: int) -> None:
+    """Pool initializer: take one GPU (a CUDA_VISIBLE_DEVICES value) and a share of the CPU cores before this
+    worker starts any kernel (kernels inherit the environment)."""
     try:
         value = gpu_queue.get(timeout=30)
     except _queue.Empty:
-        return
-    if value is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(value)
+        value = None
+    _pin_process(value, threads)
+
+
+def run_job(
+    notebook: str,
+    values: dict[str, Any],
+    params: dict[str, Any],
+    run_dir: str,
+    cuda_visible: str | None = None,
+    threads: int = 0,
+) -> dict[str, Any]:
+    """Body of one submitit job: the pool worker's setup (GPU, CPU threads; on SLURM the threads default to
+    ``SLURM_CPUS_PER_TASK`` and the GPU is the one SLURM allocated), then :func:`execute_run`."""
+    if threads <= 0:
+        slurm_cpus = os.environ.get("SLURM_CPUS_PER_TASK", "")
+        threads = int(slurm_cpus) if slurm_cpus.isdigit() else 0
+    _pin_process(cuda_visible, threads)
+    return execute_run(notebook, values, params, run_dir)
 
 
 def threads_per_job(jobs: int) -> int:
@@ -684,6 +859,278 @@ def _write_grid_record(spec: GridSpec, preset: str | None, records: list[RunReco
     return write_text_atomic(grid_dir / "grid.yaml", text)
 
 
+def _record_outcome(record: RunRecord, outcome: Mapping[str, Any]) -> None:
+    record.status, record.error = outcome["status"], outcome["error"]
+    record.seconds = float(outcome["seconds"])
+
+
+def _run_local(
+    spec: GridSpec, todo: list[RunRecord], jobs: int, gpus: list[int], progress: bool, log: Callable
+) -> None:
+    """The ``local`` executor: ``jobs`` worker processes of :func:`worker_pool`."""
+    from tqdm import tqdm
+
+    workers = min(jobs, len(todo))
+    pool = worker_pool(workers, gpus)
+    bar = tqdm(total=len(todo), desc=f"grid {spec.name}", unit="run", disable=not progress)
+    try:
+        futures: dict[Future, RunRecord] = {
+            pool.submit(execute_run, spec.notebook, r.overrides, r.params, str(r.run_dir)): r for r in todo
+        }
+        for done, future in enumerate(as_completed(futures), start=1):
+            record = futures[future]
+            try:
+                outcome = future.result()
+            except Exception as exc:  # the worker process itself died (BrokenProcessPool ...)
+                outcome = settle_run(spec.notebook, record.params, record.run_dir, error_text(exc), 0.0)
+            _record_outcome(record, outcome)
+            bar.update(1)
+            with tqdm.external_write_mode():
+                log(_log_line(record, outcome.get("metrics", {}), done, len(todo)))
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    finally:
+        bar.close()
+    pool.shutdown(wait=True)
+
+
+# ---------------------------------------------------------------------------------------------- submitit jobs
+#: Seconds between two looks at the jobs (a look is a stat of each result file; sacct is rate-limited by submitit).
+POLL_SECONDS = {"slurm": 5.0, "submitit-local": 0.5}
+_JOB_ERROR_LINE = 200
+
+
+def submitit_folder(grid_dir: str | Path) -> Path:
+    """``<grid folder>/submitit``: submitit's pickles and the jobs' logs (``<job id>_<task>_log.{out,err}``)."""
+    return Path(grid_dir) / "submitit"
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not set(line.strip()) <= {"-"}]
+    return lines[-1] if lines else ""
+
+
+def job_error(job: Any, exc: BaseException) -> str:
+    """What a job that produced no outcome died of, for ``metrics.json`` and the report: the last line of the
+    trace (its function raised) or its state and the last line of its error log (it died / was killed), and
+    the log's path."""
+    from submitit.core.utils import FailedJobError, UncompletedJobError
+
+    text = str(exc)
+    log_path = getattr(getattr(job, "paths", None), "stderr", None)
+    if isinstance(exc, FailedJobError):
+        parts = re.split(r"\n-{10,}\n", text)
+        detail = "failed: " + _last_line(parts[1] if len(parts) > 1 else text)
+    elif isinstance(exc, UncompletedJobError):
+        state = re.search(r"\(state: ([^)]*)\)", text)
+        detail = f"ended without a result (state: {state.group(1) if state else 'unknown'})"
+        try:
+            last = _last_line(Path(log_path).read_text(errors="replace")[-20000:]) if log_path else ""
+        except OSError:
+            last = ""
+        detail += f"; last log line: {_shorten(last, _JOB_ERROR_LINE)}" if last else ""
+    else:
+        detail = f"failed: {type(exc).__name__}: {_shorten(_last_line(text) or text, _JOB_ERROR_LINE)}"
+    where = f" (log: {log_path})" if log_path else ""
+    return f"submitit job {getattr(job, 'job_id', '?')} {detail}{where}"
+
+
+def _job_outcome(notebook: str, params: dict[str, Any], run_dir: str | Path, job: Any) -> dict[str, Any]:
+    """The outcome of a done job: what :func:`execute_run` returned in it, else (the job died, timed out, was
+    cancelled ...) the run settled as failed with :func:`job_error`, exactly as a dead local worker is."""
+    try:
+        outcome = job.result()
+        if not isinstance(outcome, dict) or "status" not in outcome:
+            raise TypeError(f"the job returned {outcome!r} instead of a run outcome")
+        return outcome
+    except Exception as exc:
+        return settle_run(notebook, params, run_dir, job_error(job, exc), 0.0, tb=str(exc))
+
+
+def _jobs_file(grid_dir: Path) -> Path:
+    return submitit_folder(grid_dir) / "jobs.json"
+
+
+def _read_jobs(grid_dir: Path) -> dict[str, dict[str, Any]]:
+    data = _read_json(_jobs_file(grid_dir)) or {}
+    jobs = data.get("jobs")
+    return {str(k): v for k, v in jobs.items() if isinstance(v, dict)} if isinstance(jobs, dict) else {}
+
+
+def _write_jobs(grid_dir: Path, entries: Mapping[str, dict[str, Any]]) -> None:
+    path = _jobs_file(grid_dir)
+    if not entries:
+        path.unlink(missing_ok=True)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"cluster": "slurm", "jobs": dict(entries)}
+    write_text_atomic(path, json.dumps(payload, indent=1, default=str) + "\n")
+
+
+def _slurm_job(folder: Path, job_id: str) -> Any:
+    """A handle on a SLURM job submitted earlier (state through sacct, result and logs from ``folder``)."""
+    import submitit
+
+    return submitit.SlurmJob(folder=folder, job_id=job_id)
+
+
+def settle_submitted(grid_dir: str | Path, log: Callable[[str], Any] = print) -> dict[str, str]:
+    """Look at the SLURM jobs of ``<grid>/submitit/jobs.json`` whose run has no ``metrics.json`` yet: a job
+    that is done without having written it (killed, timed out, out of memory, cancelled) is recorded as a
+    failed run (:func:`settle_run`, the job's error and log path); entries whose run has concluded are dropped.
+    Returns ``{run_id: "<job id> (<state>)"}`` of the jobs still queued or running."""
+    grid_dir = Path(grid_dir)
+    entries = _read_jobs(grid_dir)
+    if not entries:
+        return {}
+    open_entries = {
+        rid: e for rid, e in entries.items() if _read_json(Path(e["run_dir"]) / "metrics.json") is None
+    }
+    # build every handle first: submitit asks sacct once for all registered jobs
+    handles = {
+        rid: _slurm_job(submitit_folder(grid_dir), str(e["job_id"])) for rid, e in open_entries.items()
+    }
+    active: dict[str, str] = {}
+    for rid, entry in open_entries.items():
+        job = handles[rid]
+        if not job.done():
+            active[rid] = f"{entry['job_id']} ({job.state})"
+            continue
+        outcome = _job_outcome(entry["notebook"], entry["params"], entry["run_dir"], job)
+        log(
+            f"{rid}: SLURM job {entry['job_id']} {outcome['status']}"
+            + (f" - {_shorten(outcome['error'], 240)}" if outcome.get("error") else "")
+        )
+    _write_jobs(grid_dir, {rid: e for rid, e in entries.items() if rid in active})
+    return active
+
+
+def _remember_jobs(grid_dir: Path, pairs: list[tuple[RunRecord, Any]], notebook: str) -> None:
+    entries = _read_jobs(grid_dir)
+    stamp = _dt.datetime.now().isoformat(timespec="seconds")
+    for record, job in pairs:
+        entries[record.run_id] = {
+            "job_id": str(job.job_id),
+            "run_dir": str(record.run_dir),
+            "notebook": notebook,
+            "params": record.params,
+            "submitted": stamp,
+        }
+    _write_jobs(grid_dir, entries)
+
+
+def _local_slots(parallelism: int, gpus: list[int], gpus_per_job: int | None) -> list[str | None]:
+    """The CUDA_VISIBLE_DEVICES value of each of the ``parallelism`` submitit-local job slots: round-robin over
+    ``gpus`` as the pool's workers (``gpus_per_job`` of them each); "" (no GPU) without GPUs or with 0."""
+    per_job = 1 if gpus_per_job is None else gpus_per_job
+    if not gpus or per_job == 0:
+        return [""] * parallelism
+    values = [cuda_visible_value(g) for g in gpus]
+    return [
+        ",".join(values[(i * per_job + j) % len(values)] for j in range(per_job)) for i in range(parallelism)
+    ]
+
+
+def _run_submitit(
+    spec: GridSpec,
+    todo: list[RunRecord],
+    config: ExecutorConfig,
+    grid_dir: Path,
+    *,
+    jobs: int,
+    gpus: list[int],
+    progress: bool,
+    wait: bool,
+    log: Callable[[str], Any],
+) -> None:
+    """The ``slurm`` and ``submitit-local`` executors: one submitit job per run, each running :func:`run_job`.
+    SLURM: every run in ONE job array (``map_array``); submitit-local: ``array_parallelism`` (default ``jobs``)
+    local jobs at a time, a new one submitted as one ends. Then wait and record each outcome."""
+    import submitit
+    from tqdm import tqdm
+
+    slurm = config.kind == "slurm"
+    folder = submitit_folder(grid_dir)
+    executor = submitit.AutoExecutor(folder=folder, cluster="slurm" if slurm else "local")
+    executor.update_parameters(**config.submitit_parameters(f"fgvc-{spec.name}"))
+    queue = list(todo)
+    running: list[tuple[RunRecord, Any, int]] = []  # (record, job, local slot)
+    if slurm:
+        n = len(queue)
+        submitted = executor.map_array(
+            run_job,
+            [spec.notebook] * n,
+            [r.overrides for r in queue],
+            [r.params for r in queue],
+            [str(r.run_dir) for r in queue],
+            [None] * n,
+            [config.cpus_per_job or 0] * n,
+        )
+        _remember_jobs(grid_dir, list(zip(queue, submitted, strict=True)), spec.notebook)
+        for record, job in zip(queue, submitted, strict=True):
+            record.status, record.job_id = "submitted", str(job.job_id)
+            running.append((record, job, -1))
+        array = str(submitted[0].job_id).split("_")[0]
+        ids = submitted[0].job_id if n == 1 else f"{submitted[0].job_id} .. {submitted[-1].job_id}"
+        log(f"submitted {n} run(s) to SLURM as job array {array} ({ids}); logs in {folder}")
+        queue = []
+        if not wait:
+            log(f"not waiting: `squeue -j {array}` shows them; once they are done: fgvc report {grid_dir}")
+            return
+    parallelism = 0 if slurm else min(config.array_parallelism or jobs, len(todo))
+    slots = _local_slots(parallelism, gpus, config.gpus_per_job)
+    threads = threads_per_job(parallelism) if parallelism > 1 else 0  # as the pool's workers
+    free = list(range(parallelism))
+    bar = tqdm(total=len(todo), desc=f"grid {spec.name}", unit="run", disable=not progress)
+    done = 0
+    try:
+        while queue or running:
+            while queue and free:
+                record, slot = queue.pop(0), free.pop(0)
+                job = executor.submit(
+                    run_job,
+                    spec.notebook,
+                    record.overrides,
+                    record.params,
+                    str(record.run_dir),
+                    slots[slot],
+                    threads,
+                )
+                record.job_id = str(job.job_id)
+                running.append((record, job, slot))
+            ended = [item for item in running if item[1].done()]
+            for item in ended:
+                running.remove(item)
+                record, job, slot = item
+                if slot >= 0:
+                    free.append(slot)
+                outcome = _job_outcome(spec.notebook, record.params, record.run_dir, job)
+                _record_outcome(record, outcome)
+                done += 1
+                bar.update(1)
+                with tqdm.external_write_mode():
+                    log(_log_line(record, outcome.get("metrics", {}), done, len(todo)))
+            if not ended:
+                time.sleep(POLL_SECONDS[config.kind])
+    except BaseException:
+        if slurm:
+            array = str(running[0][1].job_id).split("_")[0] if running else "?"
+            log(
+                f"stopped waiting: the SLURM jobs keep running (scancel {array} stops them); "
+                f"once they are done: fgvc report {grid_dir}"
+            )
+        else:
+            for _, job, _ in running:
+                job.cancel(check=False)
+        raise
+    finally:
+        bar.close()
+        if slurm:  # the jobs waited for have concluded: only the others stay listed
+            waited = {r.run_id for r in todo} - {r.run_id for r, _, _ in running}
+            _write_jobs(grid_dir, {k: v for k, v in _read_jobs(grid_dir).items() if k not in waited})
+
+
 def run_grid(
     spec: GridSpec | str | Path,
     *,
@@ -694,24 +1141,44 @@ def run_grid(
     gpus: list[int] | None = None,
     progress: bool = True,
     log: Callable[[str], Any] = print,
+    executor: Mapping[str, Any] | ExecutorConfig | None = None,
+    wait: bool = True,
 ) -> list[RunRecord]:
-    """Validate every run, then execute the missing ones in ``jobs`` worker processes (one GPU each when
-    ``gpus``); a failed run does not stop the others. Writes ``grid.yaml`` and the report; returns the
-    records in plan order. ``dry_run`` returns the plan (``planned`` / ``skipped``) and creates nothing."""
-    from tqdm import tqdm
+    """Validate every run, then execute the missing ones; a failed run does not stop the others. Writes
+    ``grid.yaml`` and the report; returns the records in plan order. ``dry_run`` returns the plan
+    (``planned`` / ``skipped``) and creates nothing.
 
+    ``executor``: overrides of the grid file's ``executor:`` block (a mapping of its keys, None values = not
+    given) or an :class:`ExecutorConfig`. ``local``: ``jobs`` worker processes, one GPU each when ``gpus``;
+    ``slurm`` / ``submitit-local``: submitit jobs (see the module docstring). ``wait=False`` (SLURM only):
+    submit, return the records as ``submitted`` and write no report (``fgvc report`` builds it later)."""
     if not isinstance(spec, GridSpec):
         spec = load_grid(spec)
     if jobs < 1:
         raise ValueError(f"jobs: expected >= 1, got {jobs}")
+    config = resolve_executor(spec, executor)
+    if not wait and config.kind != "slurm":
+        raise ValueError(f"--no-wait is for the slurm executor (this grid runs with '{config.kind}')")
+    if config.kind == "slurm" and gpus:
+        raise ValueError("--gpus picks GPUs of this machine; SLURM jobs get --gpus-per-job GPUs each")
+    grid_dir = grid_folder(spec)
+    active = {} if dry_run else settle_submitted(grid_dir, log=log)
     records, _ = plan_runs(spec, preset, retry_failed=retry_failed)
     if dry_run:
         return records
     todo = [r for r in records if r.status == "planned"]
-    if gpus is None:
+    busy = [f"{r.run_id}: job {active[r.run_id]}" for r in todo if r.run_id in active]
+    if busy:
+        raise RuntimeError(
+            f"{len(busy)} run(s) of grid {spec.name} are still queued or running on SLURM "
+            f"({'; '.join(busy[:5])}{' ...' if len(busy) > 5 else ''}); wait for them (fgvc report {grid_dir}) "
+            f"or scancel them and rerun. If those jobs are gone, delete {_jobs_file(grid_dir)}"
+        )
+    if config.kind == "slurm":
+        gpus = []
+    elif gpus is None:
         gpus = default_gpus() if todo else []
     slots = [cuda_visible_value(g) for g in gpus]  # bad indexes fail before anything is created
-    grid_dir = grid_folder(spec)
     grid_dir.mkdir(parents=True, exist_ok=True)
     _write_grid_record(spec, preset, records, grid_dir)
     for record in todo:
@@ -724,37 +1191,25 @@ def run_grid(
             )
     skipped = len(records) - len(todo)
     pinned = f", GPUs {','.join(slots)}" if slots else ""
+    if config.kind == "local":
+        how = f"jobs {jobs}{pinned}"
+    elif config.kind == "submitit-local":
+        how = f"submitit-local, {min(config.array_parallelism or jobs, max(1, len(todo)))} at a time{pinned}"
+    else:
+        how = config.describe()
     log(
         f"grid {spec.name}: {len(records)} runs, {len(todo)} to run, {skipped} skipped (done before) "
-        f"-> {grid_dir} (jobs {jobs}{pinned})"
+        f"-> {grid_dir} ({how})"
     )
-    if todo:
-        workers = min(jobs, len(todo))
-        pool = worker_pool(workers, gpus)
-        bar = tqdm(total=len(todo), desc=f"grid {spec.name}", unit="run", disable=not progress)
-        try:
-            futures: dict[Future, RunRecord] = {
-                pool.submit(execute_run, spec.notebook, r.overrides, r.params, str(r.run_dir)): r
-                for r in todo
-            }
-            for done, future in enumerate(as_completed(futures), start=1):
-                record = futures[future]
-                try:
-                    outcome = future.result()
-                except Exception as exc:  # the worker process itself died (BrokenProcessPool ...)
-                    outcome = settle_run(spec.notebook, record.params, record.run_dir, error_text(exc), 0.0)
-                record.status, record.error = outcome["status"], outcome["error"]
-                record.seconds = float(outcome["seconds"])
-                bar.update(1)
-                with tqdm.external_write_mode():
-                    log(_log_line(record, outcome.get("metrics", {}), done, len(todo)))
-        except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-        finally:
-            bar.close()
-        pool.shutdown(wait=True)
-    write_report(grid_dir, compare=spec.compare, metric=spec.metric)
+    if todo and config.kind == "local":
+        _run_local(spec, todo, jobs, gpus, progress, log)
+    elif todo:
+        _run_submitit(
+            spec, todo, config, grid_dir, jobs=jobs, gpus=gpus, progress=progress, wait=wait, log=log
+        )
+        if not wait:
+            return records
+    write_report(grid_dir, compare=spec.compare, metric=spec.metric, log=log)
     return records
 
 
@@ -770,6 +1225,10 @@ def _scan(grid_dir: Path) -> list[tuple[str, dict[str, Any]]]:
         metrics = _read_json(folder / "metrics.json")
         if metrics is not None:
             entries.append((folder.name, metrics))
+    seen = {name for name, _ in entries}
+    for rid, job in _read_jobs(grid_dir).items():  # SLURM jobs not concluded: a row without metrics
+        if rid not in seen and (not planned or rid in planned):
+            entries.append((rid, {"status": "submitted", "params": job.get("params") or {}}))
     record = grid_record(grid_dir)
     order = {rid: i for i, rid in enumerate(record.get("runs") or [])}
     entries.sort(key=lambda e: (order.get(e[0], len(order)), e[0]))
@@ -921,15 +1380,23 @@ def compare_figure(
 
 
 def write_report(
-    grid_dir: str | Path, compare: list[str] | None = None, metric: str = "val_acc"
+    grid_dir: str | Path,
+    compare: list[str] | None = None,
+    metric: str = "val_acc",
+    log: Callable[[str], Any] = print,
 ) -> dict[str, Path]:
     """``summary.csv``, ``summary.md`` and ``figures/compare_<axis>.png`` per compared axis (default: every
-    varying key) in ``grid_dir``; returns their paths (figures only where some run has ``metric`` history)."""
+    varying key) in ``grid_dir``; returns their paths (figures only where some run has ``metric`` history).
+    SLURM jobs submitted without waiting are looked at first (:func:`settle_submitted`): those that died are
+    recorded failed, those still queued or running are rows with status ``submitted``."""
     from .plots import save_figure
 
     grid_dir = Path(grid_dir)
     if not grid_dir.is_dir():
         raise FileNotFoundError(f"grid folder {grid_dir} does not exist (run the grid first)")
+    active = settle_submitted(grid_dir, log=log)
+    if active:
+        log(f"{len(active)} run(s) still queued or running on SLURM; run this again once they are done")
     entries = _scan(grid_dir)
     df = _frame(entries)
     varying = varying_keys([m.get("params") or {} for _, m in entries])

@@ -95,7 +95,26 @@ def _check_writable(folder: Path) -> None:
         probe.unlink()
     except OSError as exc:
         raise RunDirError(
-            f"run_dir {folder} is not writable ({exc.strerror}); choose another `run_dir`"
+            f"run_dir {folder} is not writable ({exc.strerror}); expected a folder this user can write to, "
+            "choose another `run_dir`"
+        ) from None
+
+
+_ADVICE = {
+    "run_dir": "choose another `run_dir`",
+    "outputs folder": "set FGVC_OUTPUTS to a writable folder or pass `run_dir`",
+}
+
+
+def _make_dirs(folder: Path, what: str) -> None:
+    """``mkdir -p`` with a RunDirError naming the folder, the cause (a file in the way) and what to do."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+        cause = f"{exc.strerror}: {blocker} is a file" if blocker is not None else exc.strerror
+        raise RunDirError(
+            f"{what} {folder} cannot be created ({cause}); expected a writable folder path, {_ADVICE[what]}"
         ) from None
 
 
@@ -106,10 +125,7 @@ def prepare_run_dir(notebook: str, run_dir: str | Path = "", *, resume: bool = F
     """
     if run_dir:
         folder = Path(run_dir).expanduser().resolve()
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise RunDirError(f"run_dir {folder} cannot be created ({exc.strerror})") from None
+        _make_dirs(folder, "run_dir")
         if (folder / "metrics.json").exists() and not resume:
             raise RunDirError(
                 f"run_dir {folder} already holds a run (metrics.json); pick a new run_dir, leave it empty for a "
@@ -119,7 +135,7 @@ def prepare_run_dir(notebook: str, run_dir: str | Path = "", *, resume: bool = F
         if resume:
             raise RunDirError("resume: true needs the `run_dir` of the run to continue")
         base = outputs_root() / "runs" / notebook
-        base.mkdir(parents=True, exist_ok=True)
+        _make_dirs(base, "outputs folder")
         while True:
             folder = base / new_run_id()
             try:
@@ -127,6 +143,11 @@ def prepare_run_dir(notebook: str, run_dir: str | Path = "", *, resume: bool = F
                 break
             except FileExistsError:
                 continue
+            except OSError as exc:
+                raise RunDirError(
+                    f"outputs folder {base} is not writable ({exc.strerror}); expected a folder this user "
+                    f"can write to, {_ADVICE['outputs folder']}"
+                ) from None
     _check_writable(folder)
     (folder / "figures").mkdir(exist_ok=True)
     (folder / "checkpoints").mkdir(exist_ok=True)

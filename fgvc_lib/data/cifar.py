@@ -322,7 +322,10 @@ def _labels(d: dict[str, Any], key: str, n: int, count: int, path: Path) -> np.n
     bad = np.flatnonzero((labels < 0) | (labels >= count))
     if bad.size:
         i = int(bad[0])
-        raise DataError(f"{path}: key '{key}' index {i}: label {labels[i]} is outside 0..{count - 1}")
+        raise DataError(
+            f"{path}: key '{key}' index {i}: label {labels[i]} is outside the class list; "
+            f"expected 0..{count - 1}"
+        )
     return labels.astype(np.int64)
 
 

@@ -7,11 +7,12 @@ locations); images are decoded lazily by ``ImageListDataset``. Every format erro
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -80,7 +81,10 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+    if img.mode.startswith("I;16"):  # 16-bit grey, any byte order (PNG: I;16, TIFF: I;16B too)
+        grey = (np.asarray(img).astype(np.uint16) >> 8).astype(np.uint8)
+        return Image.fromarray(grey, "L").convert("RGB")
+    if img.mode == "I":
         return img.point(lambda v: v / 256).convert("L").convert("RGB")
     return img.convert("RGB")
 
@@ -112,7 +116,10 @@ def _read_table(
 ) -> list[tuple[int, list[str]]]:
     """Read a whitespace-separated CUB list file; returns (line number, fields) pairs."""
     if not path.is_file():
-        raise DataError(f"{path}: missing CUB-200-2011 list file ({what}); is the data root a CUB tree?")
+        raise DataError(
+            f"{path}: missing CUB-200-2011 list file; expected {path.name} with lines {what} "
+            f"in {path.parent} (is the data root a CUB tree?)"
+        )
     rows = []
     for lineno, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
         if not line.strip():
@@ -140,9 +147,25 @@ def _float(path: Path, lineno: int, text: str, name: str) -> float:
         raise DataError(f"{path}:{lineno}: expected a number {name}, got {text!r}") from None
 
 
+def _id_list(ids: Iterable[int], shown: int = 10) -> str:
+    """``1..200`` for contiguous ids, else the first few ids (``5, 9``; ``1, 3, 4, ... (12 ids)``)."""
+    ids = sorted(ids)
+    if ids and ids[-1] - ids[0] + 1 == len(ids):
+        return f"{ids[0]}..{ids[-1]}" if len(ids) > 1 else str(ids[0])
+    head = ", ".join(str(i) for i in ids[:shown])
+    return head if len(ids) <= shown else f"{head}, ... ({len(ids)} ids)"
+
+
+# Files only a CUB-200-2011 tree has; any of them marks the root as CUB, so a tree missing some list files
+# is reported as such instead of being read as an ImageFolder whose classes are 'images' and 'parts'.
+CUB_MARKERS = ("images.txt", "image_class_labels.txt", "train_test_split.txt", "bounding_boxes.txt")
+
+
 def is_cub_root(root: str | Path) -> bool:
     root = Path(root)
-    return (root / "images.txt").exists() or (root / "image_class_labels.txt").exists()
+    if any((root / name).exists() for name in CUB_MARKERS):
+        return True
+    return (root / "classes.txt").is_file() and (root / "images").is_dir()
 
 
 def read_cub(root: str | Path, *, check_files: bool = True) -> ClassificationData:
@@ -177,7 +200,7 @@ def read_cub(root: str | Path, *, check_files: bool = True) -> ClassificationDat
         if class_id not in class_ids:
             raise DataError(
                 f"{labels_txt}:{lineno}: class_id {class_id} refers to no class in classes.txt "
-                f"(expected one of {min(class_ids)}..{max(class_ids)})"
+                f"(expected one of {_id_list(class_ids)})"
             )
         labels[image_id] = class_ids[class_id]
 
@@ -237,7 +260,9 @@ def _existing_dir(root: str | Path) -> Path:
     if not root.exists():
         raise DataError(f"data_root {root} does not exist; expected a CUB-200-2011 or ImageFolder directory")
     if not root.is_dir():
-        raise DataError(f"data_root {root} is not a directory")
+        raise DataError(
+            f"data_root {root} is not a directory; expected a CUB-200-2011 or ImageFolder directory"
+        )
     if not any(root.iterdir()):
         raise DataError(f"data_root {root} is empty; expected a CUB-200-2011 or ImageFolder directory")
     return root

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from fgvc_lib.data.datasets import ClassificationData, DataError, ImageRecord
+from fgvc_lib.data.datasets import ClassificationData, DataError, ImageRecord, _id_list
 from fgvc_lib.data.synthetic import (
     DISCRIMINATIVE_PART,
     NUM_CLASSES,
@@ -306,8 +306,17 @@ def _check_split(split: object) -> str:
     return str(split)
 
 
+_KEY_LIST = ", ".join(f"'{k}'" for k in REQUIRED_KEYS)
+
+
 def _load_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
+        root = path.parent
+        if not root.is_dir():
+            what = "is not a directory" if root.exists() else "does not exist"
+            raise DataError(
+                f"data_root {root} {what}; expected an iNaturalist-2019 folder holding {path.name}"
+            )
         raise DataError(
             f"{path}: iNaturalist annotation file is missing; expected {path.name} in {path.parent}"
         )
@@ -317,14 +326,18 @@ def _load_json(path: Path) -> dict[str, Any]:
         raise DataError(f"{path}: not UTF-8 text ({exc}); expected a JSON file") from None
     except json.JSONDecodeError as exc:
         raise DataError(
-            f"{path}: invalid JSON at line {exc.lineno} column {exc.colno} (char {exc.pos}): {exc.msg}"
+            f"{path}: invalid JSON at line {exc.lineno} column {exc.colno} (char {exc.pos}): {exc.msg}; "
+            f"expected an iNaturalist-2019 annotation file (a JSON object with {_KEY_LIST})"
         ) from None
     if not isinstance(obj, dict):
         raise DataError(f"{path}: top level is a JSON {type(obj).__name__}; expected an object (dict)")
     for key in REQUIRED_KEYS:
         if key not in obj:
             found = ", ".join(repr(k) for k in obj) or "none"
-            raise DataError(f"{path}: missing key '{key}' (keys found: {found})")
+            raise DataError(
+                f"{path}: missing key '{key}' (keys found: {found}); expected an iNaturalist-2019 "
+                f"annotation object with {_KEY_LIST}"
+            )
         if not isinstance(obj[key], list):
             raise DataError(f"{path}: key '{key}' is a {type(obj[key]).__name__}; expected a list")
     return obj
@@ -397,9 +410,15 @@ def read_inat(root: str | os.PathLike[str], split: str = "train") -> InatData:
         ann = _entry(path, "annotations", i, e, fields)
         where = f"{path}: annotation id {ann['id']!r} (annotations[{i}])"
         if ann["image_id"] not in files:
-            raise DataError(f"{where}: image_id {ann['image_id']} is not an id in 'images'")
+            raise DataError(
+                f"{where}: image_id {ann['image_id']} is not an id in 'images' "
+                f"(expected one of {_id_list(files)})"
+            )
         if ann["category_id"] not in label_of:
-            raise DataError(f"{where}: category_id {ann['category_id']} is not an id in 'categories'")
+            raise DataError(
+                f"{where}: category_id {ann['category_id']} is not an id in 'categories' "
+                f"(expected one of {_id_list(label_of)})"
+            )
         if ann["image_id"] in labels:
             raise DataError(f"{where}: image_id {ann['image_id']} already has an annotation; expected one")
         labels[ann["image_id"]] = label_of[ann["category_id"]]

@@ -950,7 +950,9 @@ def read_boxes(root: str | os.PathLike[str]) -> dict[str, dict[str, Box]]:
     try:
         obj = json.loads(path.read_bytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: not a JSON file ({exc})") from None
+        raise DataError(
+            f"{path}: not a JSON file ({exc}); expected an object image name -> {{label: [x, y, w, h]}}"
+        ) from None
     if not isinstance(obj, dict):
         raise DataError(f"{path}: top level is a JSON {type(obj).__name__}; expected an object")
     boxes: dict[str, dict[str, Box]] = {}

@@ -44,9 +44,13 @@ def read_list_file(path: str | Path, num_classes: int | None = None) -> list[tup
     """Read a list file of ``relative/path label`` lines; errors name the file and line."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: list file does not exist")
+        raise DataError(f"{path}: list file does not exist; expected lines '<relative/path> <label>'")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text ({exc}); expected lines '<relative/path> <label>'") from None
     items = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         parts = line.rsplit(maxsplit=1)
@@ -59,7 +63,10 @@ def read_list_file(path: str | Path, num_classes: int | None = None) -> list[tup
         if label < 0:
             raise DataError(f"{path}:{lineno}: expected a label >= 0, got {label}")
         if num_classes is not None and label >= num_classes:
-            raise DataError(f"{path}:{lineno}: label {label} outside the class list (0..{num_classes - 1})")
+            raise DataError(
+                f"{path}:{lineno}: label {label} outside the class list (0..{num_classes - 1}); "
+                f"expected a label below num_classes={num_classes}"
+            )
         items.append((parts[0], label))
     return items
 

@@ -6,6 +6,7 @@ metrics in ``_run`` (returning a flat dict); ``run()`` records success or failur
 
 from __future__ import annotations
 
+import hashlib
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -18,11 +19,13 @@ import torch
 from matplotlib.figure import Figure
 from torch.utils.data import DataLoader, Dataset
 
+from .. import distributed as ddp
 from .. import plots
 from ..cam import compute_cams, overlay, pointing_game
 from ..config import ExperimentParams, ParameterError
+from ..data.datasets import ImageListDataset
 from ..data.transforms import denormalize
-from ..engine import Trainer, resolve_device, seed_everything
+from ..engine import Trainer, resolve_device, seed_everything, set_deterministic
 from ..runs import prepare_run_dir, write_metrics, write_params
 
 
@@ -50,17 +53,48 @@ class Experiment:
     def __init__(self, params: ExperimentParams | Mapping[str, Any]):
         self.params = params if isinstance(params, self.PARAMS) else self.PARAMS.from_dict(dict(params))
         self.started = time.time()
-        self.run_dir = prepare_run_dir(self.NOTEBOOK, self.params.run_dir, resume=self.params.resume)
-        write_params(self.run_dir, self.params.to_dict())
+        # under torchrun: join the process group; rank 0 makes the run folder and tells the others
+        wants_cuda = torch.cuda.is_available() and not str(self.params.device).startswith(("cpu", "mps"))
+        self.dist = ddp.init_distributed("cuda" if wants_cuda else "cpu")
+        self.run_dir = self._shared_run_dir()
+        # a resume that cannot start leaves an earlier run's files exactly as they were
+        resume = self.params.resume and (
+            any((self.run_dir / name).exists() for name in ("metrics.json", "params.yaml"))
+            or any((self.run_dir / "checkpoints").glob("*.pt"))
+        )
+        if self.dist.is_main and not resume:
+            write_params(self.run_dir, self.params.to_dict())
+        self._batch_transforms: tuple[Any, Any] | None = None
         self.figures: dict[str, Figure] = {}
         self.metrics: dict[str, Any] = {}
         try:
+            if self.params.deterministic:
+                set_deterministic(True)
             seed_everything(self.params.seed)
             self.device = resolve_device(self.params.device)
             self._build()
         except BaseException as exc:
-            self._record_failure(exc)
+            if not resume:
+                self._record_failure(exc)
             raise
+        if self.dist.is_main and resume:
+            write_params(self.run_dir, self.params.to_dict())
+
+    def _shared_run_dir(self) -> Path:
+        if not self.dist.enabled:
+            return prepare_run_dir(self.NOTEBOOK, self.params.run_dir, resume=self.params.resume)
+        folder, error = None, None
+        if self.dist.is_main:
+            try:
+                folder = str(prepare_run_dir(self.NOTEBOOK, self.params.run_dir, resume=self.params.resume))
+            except Exception as exc:  # the other ranks must not wait forever for the folder
+                error = exc
+        folder, message = ddp.broadcast_object((folder, f"{type(error).__name__}: {error}" if error else None))
+        if error is not None:
+            raise error
+        if message is not None:
+            raise RuntimeError(f"rank 0 could not prepare the run folder: {message}")
+        return Path(folder)
 
     # ------------------------------------------------------------------ to implement
     def _build(self) -> None:
@@ -82,6 +116,13 @@ class Experiment:
             self._record_failure(exc)
             raise
         self.metrics = metrics
+        ddp.barrier()
+        if self.dist.is_main:
+            self._write_finished(metrics)
+        history = list(getattr(getattr(self, "trainer", None), "history", []))
+        return ExperimentResult(self.run_dir, metrics, history, dict(self.figures))
+
+    def _write_finished(self, metrics: dict[str, Any]) -> None:
         write_metrics(
             self.run_dir,
             notebook=self.NOTEBOOK,
@@ -90,10 +131,10 @@ class Experiment:
             seconds=time.time() - self.started,
             **metrics,
         )
-        history = list(getattr(getattr(self, "trainer", None), "history", []))
-        return ExperimentResult(self.run_dir, metrics, history, dict(self.figures))
 
     def _record_failure(self, exc: BaseException) -> None:
+        if not getattr(self, "dist", ddp.DistEnv()).is_main:
+            return
         history = getattr(getattr(self, "trainer", None), "history", None) or []
         write_metrics(
             self.run_dir,
@@ -134,7 +175,67 @@ class Experiment:
             options["generator"] = torch.Generator().manual_seed(p.seed)
         else:
             options.pop("shuffle")
-        return DataLoader(dataset, **options)
+        return DataLoader(dataset, **ddp.shard_loader_options(dataset, options))
+
+    # ------------------------------------------------------------------ fast data path
+    @property
+    def uses_cache(self) -> bool:
+        """Image files decoded once into ``outputs/cache/`` (``cache``, or ``batch_augment`` which needs it)."""
+        return bool(self.params.cache or self.params.batch_augment)
+
+    def image_dataset(
+        self, root: Path, items: Sequence[tuple[str, int]], transform: Callable | None, *, name: str
+    ) -> Dataset:
+        """``ImageListDataset`` over ``(relpath, label)`` items, or the same items from the decode-once cache
+        (uint8 tensors when ``batch_augment``; the per-sample ``transform`` on cached pixels otherwise)."""
+        if not self.uses_cache:
+            return ImageListDataset(root, items, transform)
+        from ..data.cache import CachedImageDataset
+
+        cache = self.image_cache(name, root, [relpath for relpath, _ in items])
+        labels = [label for _, label in items]
+        return CachedImageDataset(cache, labels, None if self.params.batch_augment else transform)
+
+    def image_cache(self, name: str, root: Path, relpaths: Sequence[str]) -> Any:
+        """The decode-once cache of these files at ``cache_size`` (default ``img_size``) pixels."""
+        from ..data.cache import build_image_cache
+
+        p = self.params
+        tag = hashlib.sha1(str(Path(root).resolve()).encode()).hexdigest()[:8]
+        return build_image_cache(
+            root,
+            list(relpaths),
+            p.cache_size or p.img_size,
+            name=f"{self.NOTEBOOK}-{name}-{tag}",
+            workers=max(1, getattr(p, "num_workers", 1)),
+            log=print if self.dist.is_main else None,
+        )
+
+    def batch_augment_options(self) -> dict[str, Any]:
+        """Options of the augmentation preset (subclasses with preset options override)."""
+        return {}
+
+    def batch_transforms(self) -> tuple[Any, Any]:
+        """(train, eval) batched tensor transforms when ``batch_augment``, else (None, None)."""
+        if not self.params.batch_augment:
+            return None, None
+        if self._batch_transforms is None:
+            from ..data.batch_transforms import build_batch_transform
+
+            p = self.params
+            mean, std = self.data_mean_std()
+            train = build_batch_transform(
+                p.augment, p.img_size, train=True, mean=mean, std=std, **self.batch_augment_options()
+            )
+            self._batch_transforms = (train, build_batch_transform(p.augment, p.img_size, train=False,
+                                                                   mean=mean, std=std))
+        return self._batch_transforms
+
+    def model_inputs(self, xs: torch.Tensor) -> torch.Tensor:
+        """Images as the model sees them in evaluation (uint8 cache batches are resized and normalised)."""
+        if xs.dtype == torch.uint8:
+            return self.batch_transforms()[1](xs)
+        return xs
 
     def make_trainer(self, classes: Sequence[str], *, task: str = "single") -> Trainer:
         """The Trainer over ``self.model / optimizer / loss_fn / scheduler / strategy`` with the run's settings;
@@ -153,6 +254,11 @@ class Experiment:
             progress=getattr(p, "progress", True),
             task=task,
             checkpoint_extra={"params": p.to_dict(), "classes": list(classes)},
+            amp=p.amp,
+            channels_last=p.channels_last,
+            compile=p.compile,
+            batch_transform=self.batch_transforms()[0],
+            eval_transform=self.batch_transforms()[1],
         )
         if p.resume:
             trainer.resume()
@@ -161,7 +267,8 @@ class Experiment:
     def save_figure(self, name: str, fig: Figure) -> Figure:
         """Keep the figure for the notebook and write ``figures/<name>.png``."""
         self.figures[name] = fig
-        plots.save_figure(fig, self.run_dir / "figures" / f"{name}.png")
+        if self.dist.is_main:
+            plots.save_figure(fig, self.run_dir / "figures" / f"{name}.png")
         return fig
 
     def cam_grid(
@@ -216,9 +323,12 @@ class Experiment:
         torch.manual_seed(seed)
         idx = np.linspace(0, len(dataset) - 1, num=min(n, len(dataset))).astype(int)
         mean, std = self.data_mean_std()
-        images, titles = [], []
+        xs, titles = [], []
         for i in idx:
             x, y = dataset[int(i)]
-            images.append(denormalize(x, mean, std))
+            xs.append(x)
             titles.append(class_name(y))
+        if xs and xs[0].dtype == torch.uint8:  # cached pixels: the batched preset augments them here
+            xs = list(self.batch_transforms()[0](torch.stack(xs)))
+        images = [denormalize(x, mean, std) for x in xs]
         return self.save_figure("augmentations", plots.image_grid(images, titles, title=title))

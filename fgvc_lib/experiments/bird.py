@@ -23,7 +23,6 @@ from ..config import BirdParams, ParameterError
 from ..data.datasets import (
     ClassificationData,
     DataError,
-    ImageListDataset,
     ImageRecord,
     open_classification_data,
 )
@@ -81,11 +80,6 @@ class BirdExperiment(Experiment):
             )
         self.train_records, self.val_records = random_split(pool, p.val_fraction, p.seed)
         self.test_records: list[ImageRecord] = test
-        splits = self.run_dir / "splits"
-        write_list_file(splits / "train.txt", self.data.items(self.train_records))
-        write_list_file(splits / "val.txt", self.data.items(self.val_records))
-        if test:
-            write_list_file(splits / "test.txt", self.data.items(test))
 
         k = self.data.num_classes
         if p.ensemble == "none":
@@ -100,11 +94,10 @@ class BirdExperiment(Experiment):
         self.mean, self.std = cfg["mean"], cfg["std"]
         self.train_tf = build_transform(p.augment, p.img_size, train=True, mean=self.mean, std=self.std)
         self.eval_tf = build_transform(p.augment, p.img_size, train=False, mean=self.mean, std=self.std)
-        self.train_set = ImageListDataset(self.data.root, self.data.items(self.train_records), self.train_tf)
-        self.val_set = ImageListDataset(self.data.root, self.data.items(self.val_records), self.eval_tf)
-        self.test_set = (
-            ImageListDataset(self.data.root, self.data.items(test), self.eval_tf) if test else None
-        )
+        root = self.data.root
+        self.train_set = self.image_dataset(root, self.data.items(self.train_records), self.train_tf, name="train")
+        self.val_set = self.image_dataset(root, self.data.items(self.val_records), self.eval_tf, name="val")
+        self.test_set = self.image_dataset(root, self.data.items(test), self.eval_tf, name="test") if test else None
         self.train_loader = self.make_loader(self.train_set, shuffle=True)
         self.val_loader = self.make_loader(self.val_set, shuffle=False) if self.val_records else None
         self.test_loader = self.make_loader(self.test_set, shuffle=False) if self.test_set else None
@@ -135,7 +128,13 @@ class BirdExperiment(Experiment):
             self.strategy = create_strategy("ohem", schedule=self.ohem_schedule)
         else:
             self.strategy = create_strategy("plain")
-        self.trainer = self.make_trainer(self.classes)
+        self.trainer = self.make_trainer(self.classes)  # resume: checks last.pt before anything is written
+        if self.dist.is_main:
+            splits = self.run_dir / "splits"
+            write_list_file(splits / "train.txt", self.data.items(self.train_records))
+            write_list_file(splits / "val.txt", self.data.items(self.val_records))
+            if test:
+                write_list_file(splits / "test.txt", self.data.items(test))
 
     # ------------------------------------------------------------------ views
     def summary(self) -> dict[str, Any]:
@@ -225,7 +224,7 @@ class BirdExperiment(Experiment):
             np.linspace(0, len(self.val_records) - 1, num=min(max_images, len(self.val_records)))
         )
         records = [self.val_records[int(i)] for i in picks]
-        xs = torch.stack([self.val_set[int(i)][0] for i in picks])
+        xs = self.model_inputs(torch.stack([self.val_set[int(i)][0] for i in picks]))
         return self.cam_grid(
             xs,
             [r.label for r in records],

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from torchvision import transforms as T
 
 from .. import plots
 from ..calibration import expected_calibration_error, reliability_diagram
@@ -49,6 +50,10 @@ class Cifar100Experiment(Experiment):
     PARAMS = Cifar100Params
     params: Cifar100Params
 
+    def batch_augment_options(self) -> dict[str, Any]:
+        p = self.params
+        return {"noise_std": p.noise_std, "noise_p": p.noise_p} if p.augment == "cifar100" else {}
+
     def _build(self) -> None:
         p = self.params
         self.data_root = self.resolve_data_root(
@@ -72,6 +77,8 @@ class Cifar100Experiment(Experiment):
         options = {"noise_std": p.noise_std, "noise_p": p.noise_p} if p.augment == "cifar100" else {}
         train_tf = build_transform(p.augment, p.img_size, train=True, mean=self.mean, std=self.std, **options)
         eval_tf = build_transform(p.augment, p.img_size, train=False, mean=self.mean, std=self.std)
+        if p.batch_augment:  # arrays are decoded already: uint8 tensors, augmented per batch on the device
+            train_tf = eval_tf = T.PILToTensor()
         self.train_set = CifarDataset(self.train_arrays, train_tf)
         self.test_set = CifarDataset(self.test_arrays, eval_tf)
         self.train_loader = self.make_loader(self.train_set, shuffle=True)
@@ -179,7 +186,7 @@ class Cifar100Experiment(Experiment):
             picks = np.unique(
                 np.linspace(0, len(self.test_set) - 1, num=min(p.cam_images, len(self.test_set)))
             )
-            xs = torch.stack([self.test_set[int(i)][0] for i in picks])
+            xs = self.model_inputs(torch.stack([self.test_set[int(i)][0] for i in picks]))
             labels = [int(self.test_set[int(i)][1]) for i in picks]
             self.cam_grid(xs, labels, self.short_name, shown=p.cam_images)
         return metrics

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from .. import plots
 from ..cam import box_iou, cam_box, compute_cams, crop_to_boxes, expand_box, overlay
 from ..config import InatBBNParams
-from ..data.datasets import ImageListDataset, ImageRecord
+from ..data.datasets import ImageRecord
 from ..data.inat import class_counts, read_inat, write_inat
 from ..data.samplers import ClassAwareSampler, ReversedPairDataset
 from ..data.transforms import build_transform, denormalize
@@ -86,8 +86,8 @@ class InatBBNExperiment(Experiment):
         train_tf = build_transform(p.augment, p.img_size, train=True, mean=self.mean, std=self.std)
         eval_tf = build_transform(p.augment, p.img_size, train=False, mean=self.mean, std=self.std)
         labels = [r.label for r in self.train_data.records]
-        self.train_set = ImageListDataset(self.data_root, self.train_data.items(), train_tf)
-        self.val_set = ImageListDataset(self.data_root, self.val_data.items(), eval_tf)
+        self.train_set = self.image_dataset(self.data_root, self.train_data.items(), train_tf, name="train")
+        self.val_set = self.image_dataset(self.data_root, self.val_data.items(), eval_tf, name="val")
 
         if p.method == "bbn":  # uniform loader for x_c; each item draws its reversed partner x_r
             pairs = ReversedPairDataset(self.train_set, labels, kind="reversed", seed=p.seed)
@@ -234,7 +234,7 @@ class InatBBNExperiment(Experiment):
             np.linspace(0, len(self.val_set) - 1, num=min(max_images, len(self.val_set))).astype(int)
         )
         records: list[ImageRecord] = [self.val_data.records[int(i)] for i in picks]
-        xs = torch.stack([self.val_set[int(i)][0] for i in picks])
+        xs = self.model_inputs(torch.stack([self.val_set[int(i)][0] for i in picks]))
         labels = torch.tensor([r.label for r in records])
         preds = self.trainer.predict([(xs, labels)])[0].argmax(1)
         cams = np.concatenate(

@@ -94,8 +94,20 @@ class MultilabelExperiment(Experiment):
         self.mean, self.std = cfg["mean"], cfg["std"]
         train_tf = build_transform(p.augment, p.img_size, train=True, mean=self.mean, std=self.std)
         eval_tf = build_transform(p.augment, p.img_size, train=False, mean=self.mean, std=self.std)
-        self.train_set = Subset(MultiLabelDataset(self.data, train_tf), self.train_idx.tolist())
-        self.val_set = Subset(MultiLabelDataset(self.data, eval_tf), self.val_idx.tolist())
+        if self.uses_cache:  # decode once; uint8 tensors when batch_augment
+            from ..data.cache import CachedImageDataset
+
+            cache = self.image_cache("all", self.data.root, self.data.files)
+            targets = self.data.targets.astype(np.float32)
+            if p.batch_augment:
+                train_tf = eval_tf = None
+            self.train_set = CachedImageDataset(
+                cache, targets[self.train_idx], train_tf, indices=self.train_idx.tolist()
+            )
+            self.val_set = CachedImageDataset(cache, targets[self.val_idx], eval_tf, indices=self.val_idx.tolist())
+        else:
+            self.train_set = Subset(MultiLabelDataset(self.data, train_tf), self.train_idx.tolist())
+            self.val_set = Subset(MultiLabelDataset(self.data, eval_tf), self.val_idx.tolist())
         self.train_loader = self.make_loader(self.train_set, shuffle=True)
         self.val_loader = self.make_loader(self.val_set, shuffle=False)
 
@@ -256,7 +268,7 @@ class MultilabelExperiment(Experiment):
         pairs = [(i, j) for i in rows for j in np.nonzero(truth[i])[0]]
         if not pairs:
             return
-        xs = torch.stack([self.val_set[i][0] for i, _ in pairs])
+        xs = self.model_inputs(torch.stack([self.val_set[i][0] for i, _ in pairs]))
         cams = compute_cams(self.model, xs, [int(j) for _, j in pairs])
         images = [overlay(denormalize(xs[k], self.mean, self.std), cams[k]) for k in range(len(pairs))]
         titles = [f"{self.labels[j]} (p={probs[i, j]:.2f})" for i, j in pairs]

@@ -1,0 +1,163 @@
+"""Input pipeline: the decode-once cache + batched augmentation against per-sample PIL decode + augment.
+
+Data: the embedded synthetic CUB set (``write_cub``) written to a temporary folder, 256 JPEG images of
+448 px (larger than the report's 380 px input). Both sides produce the ``bird`` preset's training tensors
+(float, normalised, ``(32, 3, s, s)`` batches) for one whole epoch, at s = 224 and s = 380:
+
+* baseline: ``ImageListDataset(root, items, build_transform("bird", s, train=True))`` in a
+  ``DataLoader(batch_size=32, shuffle=True, num_workers=2, persistent_workers=True)``: every epoch decodes
+  each JPEG and augments it with PIL / torchvision, one image at a time in the workers;
+* new: ``build_image_cache(root, relpaths, s, name=...)`` once (timed separately: it happens once per data set
+  and size), then ``CachedImageDataset(cache, labels)`` (uint8 CHW, no transform) in the same DataLoader, and
+  ``build_batch_transform("bird", s, train=True)`` applied to each uint8 batch in the main process (on the CPU
+  here; on the GPU, after a non-blocking copy, when CUDA is available; the baseline's batches are then copied
+  too).
+
+Epochs of the two sides alternate (the first of each is a warm-up); the figure is images/s over a whole epoch,
+median over the rounds. Ratio: new / baseline, the smaller of the two sizes. ``cold_ratio`` also charges the
+new side its cache build (one epoch with the build vs one baseline epoch).
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from .common import RESULTS_DIR, bench_args, interleave, median, spread, write_result
+
+NAME = "data"
+GOAL = ">= 3x"
+
+
+def _epoch(loader: DataLoader, transform: Any, device: torch.device, size: int) -> Any:
+    """A callable timing one epoch of ``loader`` (+ ``transform`` on each batch) until all tensors exist."""
+
+    def run() -> float:
+        start = time.perf_counter()
+        n = 0
+        for x, _y in loader:
+            if device.type == "cuda":
+                x = x.to(device, non_blocking=True)
+            if transform is not None:
+                x = transform(x)
+            if x.dtype != torch.float32 or tuple(x.shape[1:]) != (3, size, size):
+                raise AssertionError(
+                    f"unexpected batch {x.dtype} {tuple(x.shape)}, expected float (B, 3, {size}, {size})"
+                )
+            n += x.shape[0]
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if n != len(loader.dataset):
+            raise AssertionError(f"epoch produced {n} images, the data set has {len(loader.dataset)}")
+        return time.perf_counter() - start
+
+    return run
+
+
+def run(quick: bool = False, out: str | Path = RESULTS_DIR) -> dict[str, Any]:
+    from fgvc_lib.data.batch_transforms import build_batch_transform
+    from fgvc_lib.data.cache import CachedImageDataset, build_image_cache
+    from fgvc_lib.data.datasets import ImageListDataset, read_cub
+    from fgvc_lib.data.synthetic import write_cub
+    from fgvc_lib.data.transforms import build_transform
+
+    if quick:
+        classes, per_class, source, sizes, workers, batch, reps = 2, 8, 64, (32, 48), 1, 8, 1
+    else:
+        classes, per_class, source, sizes, workers, batch, reps = 8, 32, 448, (224, 380), 2, 32, 5
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    figures: dict[str, Any] = {}
+    ratios: dict[int, float] = {}
+    with tempfile.TemporaryDirectory(prefix="fgvc-bench-data-") as tmp:
+        root = Path(tmp) / "cub"
+        start = time.perf_counter()
+        write_cub(root, classes=classes, per_class=per_class, size=source, seed=0)
+        figures["write_cub_s"] = time.perf_counter() - start
+        items = read_cub(root).items()
+        relpaths, labels = [r for r, _ in items], [label for _, label in items]
+        loader_options: dict[str, Any] = dict(
+            batch_size=batch,
+            shuffle=True,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=device.type == "cuda",
+            drop_last=False,
+        )
+        for size in sizes:
+            baseline = DataLoader(
+                ImageListDataset(root, items, build_transform("bird", size, train=True)),
+                generator=torch.Generator().manual_seed(0),
+                **loader_options,
+            )
+            start = time.perf_counter()
+            cache = build_image_cache(
+                root, relpaths, size, name="bench-cub", cache_dir=Path(tmp) / "cache", workers=workers
+            )
+            build_s = time.perf_counter() - start
+            cached = DataLoader(
+                CachedImageDataset(cache, labels),
+                generator=torch.Generator().manual_seed(0),
+                **loader_options,
+            )
+            transform = build_batch_transform("bird", size, train=True).to(device)
+            times = interleave(
+                {
+                    "pil": _epoch(baseline, None, device, size),
+                    "cache_batched": _epoch(cached, transform, device, size),
+                },
+                reps,
+            )
+            del baseline, cached  # shut the persistent workers down before the next size
+            n = len(items)
+            pil_ips, new_ips = n / median(times["pil"]), n / median(times["cache_batched"])
+            ratios[size] = new_ips / pil_ips
+            figures[f"{size}px"] = {
+                "pil_images_per_s": pil_ips,
+                "cache_batched_images_per_s": new_ips,
+                "ratio": ratios[size],
+                "cache_build_s": build_s,
+                "cache_build_images_per_s": n / build_s,
+                "cold_ratio": median(times["pil"]) / (median(times["cache_batched"]) + build_s),
+                "pil_spread": spread(times["pil"]),
+                "cache_batched_spread": spread(times["cache_batched"]),
+            }
+    worst = min(ratios.values())
+    summary = ", ".join(f"{ratios[s]:.3g}x ({s} px)" for s in sizes)
+    return write_result(
+        out,
+        name=NAME,
+        goal=GOAL,
+        ratio=worst,
+        figures=figures,
+        settings={
+            "preset": "bird",
+            "images": classes * per_class,
+            "source_px": source,
+            "sizes": list(sizes),
+            "batch_size": batch,
+            "num_workers": workers,
+            "reps": reps,
+            "augment_device": str(device),
+            "cache_size": "img_size (the experiments' default cache_size)",
+            "ratio_is": "images/s cache+batched / images/s per-sample PIL, whole epoch; smaller over sizes",
+        },
+        quick=quick,
+        compared="decode-once cache + batched bird augmentation vs per-sample PIL DataLoader (2 workers)",
+        summary=summary,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = bench_args(NAME, __doc__, argv)
+    run(args.quick, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""Run a notebook's experiment without the notebook: for ``torchrun`` (multi-GPU / multi-node DDP) and scripts.
+
+    python -m fgvc_lib.train bird -f parameters/bird.yaml -p epochs 3
+    torchrun --nproc_per_node=4 -m fgvc_lib.train bird -f parameters/bird_report.yaml -p device cuda
+
+The run folder, metrics.json, checkpoints and figures are the ones the notebook writes (rank 0 writes them);
+only the executed notebook / HTML report is missing. ``fgvc run`` stays the way to get the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .config import PARAMS_BY_NOTEBOOK, ParameterError
+
+EXPERIMENTS = {
+    "bird": ("fgvc_lib.experiments.bird", "BirdExperiment"),
+    "cifar100": ("fgvc_lib.experiments.cifar100", "Cifar100Experiment"),
+    "inat_bbn": ("fgvc_lib.experiments.inat_bbn", "InatBBNExperiment"),
+    "multilabel": ("fgvc_lib.experiments.multilabel", "MultilabelExperiment"),
+}
+
+
+def experiment_class(notebook: str) -> type:
+    if notebook not in EXPERIMENTS:
+        from .registry import unknown_name_error
+
+        raise unknown_name_error("notebook", notebook, sorted(EXPERIMENTS))
+    module, name = EXPERIMENTS[notebook]
+    return getattr(importlib.import_module(module), name)
+
+
+def load_values(files: list[str] | None, pairs: list[list[str]] | None) -> dict[str, Any]:
+    """Parameter files (later wins) then ``-p key value`` overrides (YAML scalars)."""
+    values: dict[str, Any] = {}
+    for file in files or []:
+        path = Path(file)
+        if not path.is_file():
+            raise ParameterError(f"parameter file {file}: does not exist")
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ParameterError(f"parameter file {file}: expected a mapping of name: value")
+        values.update(data)
+    for key, raw in pairs or []:
+        try:
+            values[key] = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            values[key] = raw
+    return values
+
+
+def train(notebook: str, values: dict[str, Any]) -> Any:
+    """Build and run the experiment in this process; returns its ``ExperimentResult``."""
+    cls = experiment_class(notebook)
+    params = PARAMS_BY_NOTEBOOK[notebook].from_dict(values)
+    return cls(params).run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fgvc_lib.train", description=__doc__.split("\n")[0])
+    parser.add_argument("notebook", help=" | ".join(EXPERIMENTS))
+    parser.add_argument("-f", "--file", action="append", help="YAML parameter file (repeatable; later wins)")
+    parser.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"))
+    args = parser.parse_args(argv)
+    try:
+        result = train(args.notebook, load_values(args.file, args.param))
+    except (ParameterError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from .distributed import is_main_process
+
+    if is_main_process():
+        print(json.dumps({"run_dir": str(result.run_dir), **result.metrics}, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
