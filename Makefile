@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: demo test lab venv lint clean-outputs grid-demo
+.PHONY: demo test lab venv lint clean-outputs grid-demo bench
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ grid-demo: $(STAMP)
 ## test: the whole suite on the CPU (includes one papermill execution of each notebook)
 test: $(STAMP)
 	MPLBACKEND=Agg $(PY) -m pytest
+
+## bench: the benchmarks (fast paths vs their baselines, as ratios) -> benchmarks/results/*.json + README.md
+bench: $(STAMP)
+	$(PY) -m benchmarks.run_all
 
 ## lab: JupyterLab on the notebooks (installs the [lab] extra once)
 lab: $(STAMP)

@@ -43,7 +43,7 @@ QUICK = {
     "img_size": 32,
     "batch_size": 4,
     "epochs": 3,
-    "num_workers": 1,
+    "num_workers": 0,
     "cam_images": 0,
     "pretrained": False,
 }
@@ -156,14 +156,16 @@ def _mb(value: float | None) -> str:
 
 
 def run(quick: bool = False, out: str | Path = RESULTS_DIR) -> dict[str, Any]:
+    from fgvc_lib.config import BirdParams
     from fgvc_lib.experiments.bird import embedded_bird_root
 
     values = demo_values(quick)
-    if values["epochs"] < 3:
+    params = BirdParams.from_dict(dict(values))  # the defaults for what the YAML file leaves out
+    if params.epochs < 3:
         raise ValueError("the memory benchmark needs at least 3 epochs (growth is measured from epoch 2)")
     with temp_outputs(NAME) as tmp:
         start = time.perf_counter()
-        embedded_bird_root(values["synth_classes"], values["synth_per_class"], values["synth_size"])
+        embedded_bird_root(params.synth_classes, params.synth_per_class, params.synth_size)
         data_seconds = time.perf_counter() - start
         result_file = tmp / "memory-child.json"
         env = dict(os.environ, MPLBACKEND="Agg")
@@ -201,6 +203,24 @@ def run(quick: bool = False, out: str | Path = RESULTS_DIR) -> dict[str, Any]:
         figures=figures,
         settings={
             "values": values,
+            "resolved": {
+                k: getattr(params, k)
+                for k in (
+                    "model",
+                    "img_size",
+                    "batch_size",
+                    "epochs",
+                    "num_workers",
+                    "synth_classes",
+                    "synth_per_class",
+                    "synth_size",
+                    "cache",
+                    "batch_augment",
+                    "amp",
+                    "channels_last",
+                )
+                if hasattr(params, k)
+            },
             "device": child["device"],
             "sampling_interval_s": SAMPLE_S,
             "ratio_is": "RSS of process + DataLoader workers after the last epoch / after epoch 2",

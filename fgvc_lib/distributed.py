@@ -17,6 +17,7 @@ gloo on the CPU) and every piece of the workbook then follows these rules:
 
 from __future__ import annotations
 
+import atexit
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -83,7 +84,17 @@ def init_distributed(device: torch.device | str = "cpu") -> DistEnv:
     else:
         backend = "gloo"
     dist.init_process_group(backend=backend)
+    atexit.register(shutdown_distributed)  # gloo aborts at exit when its group is still alive
     return dist_env()
+
+
+def shutdown_distributed() -> None:
+    """Leave the process group (after a final barrier so no rank exits while others still talk)."""
+    if dist.is_available() and dist.is_initialized():
+        try:
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()
 
 
 def rank_device(device: torch.device) -> torch.device:

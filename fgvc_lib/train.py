@@ -74,10 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ParameterError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from .distributed import is_main_process
+    from .distributed import is_main_process, shutdown_distributed
 
     if is_main_process():
         print(json.dumps({"run_dir": str(result.run_dir), **result.metrics}, default=str))
+    shutdown_distributed()
     return 0
 
 

@@ -97,6 +97,7 @@ def main(out: str) -> None:
     if ddp.is_main_process():
         with open(out, "w") as fh:
             json.dump(results, fh)
+    ddp.shutdown_distributed()
 
 
 if __name__ == "__main__":
