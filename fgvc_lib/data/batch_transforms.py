@@ -296,7 +296,8 @@ def _sample(src: Tensor, grid: Tensor) -> Tensor:
 
 
 def _zero(img: Tensor, mask: Tensor | None) -> Tensor:
-    return img if mask is None else img.masked_fill(mask.unsqueeze(1), 0.0)
+    # a multiply by the kept-pixel mask: several times faster than masked_fill / where on the CPU
+    return img if mask is None else img * (~mask).unsqueeze(1)
 
 
 def _warp(src: Tensor, stages: Sequence[_Stage], size: int) -> tuple[Tensor, Tensor | None]:
