@@ -230,7 +230,9 @@ class _Stage:
     projective: bool = False  # a homography (else affine: its last row is 0, 0, 1)
 
 
-def _project(m: Tensor, xs: Tensor, ys: Tensor, projective: bool) -> tuple[Tensor, Tensor, Tensor | None]:
+def _project(
+    m: Tensor, xs: Tensor, ys: Tensor, projective: bool, divide: bool = True
+) -> tuple[Tensor, Tensor, Tensor | None]:
     """Apply (B, 3, 3) maps to the grid ``xs`` (W,) x ``ys`` (H,): x, y (B, H, W), divided by the projective w
     (also returned, None for affine maps) where it is positive. Each output row is one full-size add of a
     (B, 1, W) and a (B, H, 1) term: the cheapest form on the CPU (a batched matmul with k = 3 is slower)."""
@@ -242,6 +244,8 @@ def _project(m: Tensor, xs: Tensor, ys: Tensor, projective: bool) -> tuple[Tenso
     if not projective:
         return x, y, None
     w = pts[:, 2]
+    if not divide:
+        return x, y, w
     w_safe = torch.where(w > 1e-6, w, torch.ones_like(w))  # w <= 0: beyond the horizon, marked outside
     return x / w_safe, y / w_safe, w
 
@@ -268,10 +272,12 @@ def _trace(
             idx = torch.nonzero((stage.inverse != torch.eye(3, device=device)).any(dim=(1, 2))).flatten()
             if idx.numel() == 0:
                 continue
-            x, y, w = _project(acc[idx], xs, ys, projective)
-            sub = (x < 0) | (x >= size) | (y < 0) | (y >= size)
-            if w is not None:
-                sub |= w <= 1e-6
+            x, y, w = _project(acc[idx], xs, ys, projective, divide=False)
+            if w is None:
+                sub = (x < 0) | (x >= size) | (y < 0) | (y >= size)
+            else:  # for w > 0: x / w < 0 <=> x < 0 and x / w >= size <=> x >= size * w (no division)
+                limit = w * size
+                sub = (x < 0) | (x >= limit) | (y < 0) | (y >= limit) | (w <= 1e-6)
             if idx.numel() == acc.shape[0]:
                 outside = sub
             else:
@@ -616,6 +622,9 @@ def list_batch_presets() -> list[str]:
     return sorted(_PRESETS)
 
 
+CHUNK_PIXELS = 2**21  # per chunk of a batch; see BatchTransform._chunk
+
+
 class BatchTransform(torch.nn.Module):
     """A preset's batched augmentation (``train=True``) or the shared eval transform (``train=False``).
 
@@ -652,14 +661,23 @@ class BatchTransform(torch.nn.Module):
             img = x.to(torch.float32)
         else:
             raise TypeError(f"expected uint8 or float input, got {x.dtype}")
-        if self.is_train:
-            out = _PRESETS[self.preset](img, self.img_size, generator, **self.options)
-        else:
-            out = _resize_eval(img, self.img_size)
+        out = torch.cat([self._one_chunk(part, generator) for part in img.split(self._chunk(img))])
         out = out.sub_(self.mean.to(out.device)).div_(self.std.to(out.device)) if out is not img else (
             (out - self.mean.to(out.device)) / self.std.to(out.device)
         )
         return out.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+    def _chunk(self, img: Tensor) -> int:
+        """Samples per chunk: at most ``CHUNK_PIXELS`` source or output pixels per chunk. Tensors of a whole
+        380 px batch are > 32 MB, which glibc maps fresh on every allocation (a page fault per 4 kB); chunks
+        stay in reused heap memory and in cache (380 px bird: 14.8 -> 10.6 ms per image on one CPU thread)."""
+        per_sample = max(img.shape[-2] * img.shape[-1], self.img_size * self.img_size)
+        return max(1, CHUNK_PIXELS // per_sample)
+
+    def _one_chunk(self, img: Tensor, generator: torch.Generator | None) -> Tensor:
+        if self.is_train:
+            return _PRESETS[self.preset](img, self.img_size, generator, **self.options)
+        return _resize_eval(img, self.img_size)
 
     def extra_repr(self) -> str:
         opts = "".join(f", {k}={v!r}" for k, v in self.options.items())
