@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -76,10 +77,18 @@ def test_rank_out_of_range_and_batch_not_divisible(monkeypatch):
 
 
 def _torchrun(args, env, timeout=240):
-    return subprocess.run(
-        [str(TORCHRUN), "--standalone", "--nproc_per_node=2", *args],
-        env=env, capture_output=True, text=True, timeout=timeout, cwd=env["PWD"],
+    """torchrun in its own process group: on a timeout the workers are killed too, not left behind."""
+    proc = subprocess.Popen(
+        [str(TORCHRUN), "--standalone", "--nproc_per_node=2", *args], env=env, cwd=env["PWD"], text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
     )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"torchrun did not finish in {timeout} s:\n{err[-3000:]}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 @pytest.fixture
