@@ -223,6 +223,11 @@ class Experiment:
             from ..data.batch_transforms import build_batch_transform
 
             p = self.params
+            if getattr(self, "device", torch.device("cpu")).type == "cpu" and self.dist.is_main:
+                print(
+                    "note: batch_augment on the CPU is about as fast as the per-sample presets (benchmarks/); "
+                    "cache: true alone is the faster CPU setting, batch_augment pays on a GPU"
+                )
             mean, std = self.data_mean_std()
             train = build_batch_transform(
                 p.augment, p.img_size, train=True, mean=mean, std=std, **self.batch_augment_options()
