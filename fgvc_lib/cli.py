@@ -130,14 +130,23 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     raise SystemExit(f"unknown data set {args.dataset!r}")
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
+def load_values(files: list[str] | None, pairs: list[list[str]] | None) -> dict[str, Any]:
+    """Parameter files (later wins), then ``-p key value`` overrides: what ``fgvc run`` and ``fgvc train`` pass on."""
     values: dict[str, Any] = {}
-    for file in args.file or []:
-        data = yaml.safe_load(Path(file).read_text()) or {}
+    for file in files or []:
+        path = Path(file)
+        if not path.is_file():
+            raise ParameterError(f"parameter file {file}: does not exist")
+        data = yaml.safe_load(path.read_text()) or {}
         if not isinstance(data, dict):
             raise ParameterError(f"parameter file {file}: expected a mapping of name: value")
         values.update(data)
-    values.update(_overrides(args.param))
+    values.update(_overrides(pairs))
+    return values
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    values = load_values(args.file, args.param)
     if args.run_dir:
         values["run_dir"] = args.run_dir
     run_dir = execute_notebook(args.notebook, values, progress=args.progress, log_output=args.log_output)

@@ -392,7 +392,6 @@ class Trainer:
         self.seed = seed
         self.progress = progress
         self.grad_clip = grad_clip
-        self.amp = amp
         self.log = (log or (lambda msg: None)) if self.dist.is_main else (lambda msg: None)
         self.checkpoint_extra = dict(checkpoint_extra or {})
         if task not in ("single", "multilabel"):

@@ -8,7 +8,8 @@ import fcntl
 import json
 import os
 import secrets
-from collections.abc import Callable, Iterator
+import shutil
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -152,6 +153,33 @@ def prepare_run_dir(notebook: str, run_dir: str | Path = "", *, resume: bool = F
     (folder / "figures").mkdir(exist_ok=True)
     (folder / "checkpoints").mkdir(exist_ok=True)
     return folder
+
+
+@contextlib.contextmanager
+def staged_replace(out: Path, names: Sequence[str], prefix: str) -> Iterator[Path]:
+    """Write a set of files/folders into a temporary folder inside ``out``, then swap each ``tmp/<name>`` onto
+    ``out/<name>`` (the data-set writers: a failure in the body changes nothing in ``out``).
+
+    The last name is the completeness marker: its old version is moved away first and its new one placed last,
+    so an interrupted swap never looks complete. Replaced entries are moved aside and deleted after the swap.
+    Temporary folders are ``<prefix>tmp-<pid>`` / ``<prefix>old-<pid>`` and removed whatever happens."""
+    pid = os.getpid()
+    tmp, old = out / f"{prefix}tmp-{pid}", out / f"{prefix}old-{pid}"
+    for folder in (tmp, old):
+        shutil.rmtree(folder, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        old.mkdir()
+        *rest, marker = [out / name for name in names]
+        for target in (marker, *rest):
+            if target.exists() or target.is_symlink():
+                os.replace(target, old / target.name)
+        for target in (*rest, marker):
+            os.replace(tmp / target.name, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:

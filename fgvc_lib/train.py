@@ -13,11 +13,9 @@ import argparse
 import importlib
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
-import yaml
-
+from .cli import load_values
 from .config import PARAMS_BY_NOTEBOOK, ParameterError
 
 EXPERIMENTS = {
@@ -35,25 +33,6 @@ def experiment_class(notebook: str) -> type:
         raise unknown_name_error("notebook", notebook, sorted(EXPERIMENTS))
     module, name = EXPERIMENTS[notebook]
     return getattr(importlib.import_module(module), name)
-
-
-def load_values(files: list[str] | None, pairs: list[list[str]] | None) -> dict[str, Any]:
-    """Parameter files (later wins) then ``-p key value`` overrides (YAML scalars)."""
-    values: dict[str, Any] = {}
-    for file in files or []:
-        path = Path(file)
-        if not path.is_file():
-            raise ParameterError(f"parameter file {file}: does not exist")
-        data = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(data, dict):
-            raise ParameterError(f"parameter file {file}: expected a mapping of name: value")
-        values.update(data)
-    for key, raw in pairs or []:
-        try:
-            values[key] = yaml.safe_load(raw) if raw != "" else ""
-        except yaml.YAMLError:
-            values[key] = raw
-    return values
 
 
 def train(notebook: str, values: dict[str, Any]) -> Any:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +47,7 @@ from fgvc_lib.data.synthetic import (
     image_rng,
     render_bird,
 )
+from fgvc_lib.runs import staged_replace
 
 BASE_FOLDER = "cifar-100-python"
 """Folder of the official archive that holds ``train``, ``test`` and ``meta``."""
@@ -193,24 +193,15 @@ def write_cifar100(
     if final.exists() and not final.is_dir():
         raise ValueError(f"out: {final} exists and is not a directory; expected a folder to replace")
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f".{BASE_FOLDER}.tmp-{os.getpid()}"
-    old = out / f".{BASE_FOLDER}.old-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.rmtree(old, ignore_errors=True)
-    try:
-        tmp.mkdir()
-        _dump(_split_dict(seed, "train", train_per_class, 0), tmp / "train")
-        _dump(_split_dict(seed, "test", test_per_class, NUM_FINE * train_per_class), tmp / "test")
+    with staged_replace(out, [BASE_FOLDER], f".{BASE_FOLDER}.") as tmp:
+        base = tmp / BASE_FOLDER
+        base.mkdir()
+        _dump(_split_dict(seed, "train", train_per_class, 0), base / "train")
+        _dump(_split_dict(seed, "test", test_per_class, NUM_FINE * train_per_class), base / "test")
         _dump(
             {"fine_label_names": list(FINE_LABEL_NAMES), "coarse_label_names": list(COARSE_LABEL_NAMES)},
-            tmp / "meta",
+            base / "meta",
         )
-        if final.exists():
-            os.replace(final, old)
-        os.replace(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
     return out
 
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +47,7 @@ from fgvc_lib.data.synthetic import (
     image_rng,
     render_bird,
 )
+from fgvc_lib.runs import staged_replace
 
 SPLITS: tuple[str, ...] = ("train", "val")
 IMAGE_FOLDER = "train_val2019"
@@ -251,10 +251,6 @@ def write_inat(
         if target.exists() and target.is_dir() != (target.name == IMAGE_FOLDER):
             raise ValueError(f"out: {target} exists and is not a {'folder' if target.is_dir() else 'file'}")
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f".inat2019.tmp-{os.getpid()}"
-    old = out / f".inat2019.old-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.rmtree(old, ignore_errors=True)
     attrs = attribute_indices(classes)
     categories = [{"id": c, **species_taxonomy(a)} for c, a in enumerate(attrs)]
     train_counts = long_tail_counts(classes, max_per_class, imbalance)
@@ -266,21 +262,12 @@ def write_inat(
         "size": size,
         "seed": seed,
     }
-    try:
-        tmp.mkdir()
+    with staged_replace(out, [t.name for t in targets], ".inat2019.") as tmp:
         train = _split_json(tmp, "train", train_counts, attrs, categories, size, seed, 0, params)
         val_counts = [val_per_class] * classes
         val = _split_json(tmp, "val", val_counts, attrs, categories, size, seed, sum(train_counts), params)
         for name, obj in (("train2019.json", train), ("val2019.json", val)):
             (tmp / name).write_bytes(json.dumps(obj).encode("utf-8"))
-        targets[-1].unlink(missing_ok=True)
-        if targets[0].exists():
-            os.replace(targets[0], old)
-        for target in targets:
-            os.replace(tmp / target.name, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
     return out
 
 

@@ -27,7 +27,6 @@ import json
 import math
 import os
 import re
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +52,7 @@ from fgvc_lib.data.synthetic import (
     render_bird,
 )
 from fgvc_lib.registry import did_you_mean
+from fgvc_lib.runs import staged_replace
 
 LABELS: tuple[str, ...] = (
     "baby",
@@ -727,15 +727,12 @@ def write_multilabel(
         if target.exists() and target.is_dir() != want_dir:
             raise ValueError(f"out: {target} exists and is not a {'folder' if want_dir else 'file'}")
     out.mkdir(parents=True, exist_ok=True)
-    tmp, old = out / f".multilabel.tmp-{os.getpid()}", out / f".multilabel.old-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.rmtree(old, ignore_errors=True)
     y = sample_label_sets(images, seed)
     gray = set(
         image_rng(seed, _GRAY_SALT, images).permutation(images)[: _round(grayscale_share * images)].tolist()
     )
-    try:
-        (tmp / IMAGE_FOLDER).mkdir(parents=True)
+    with staged_replace(out, [t.name for t in targets], ".multilabel.") as tmp:
+        (tmp / IMAGE_FOLDER).mkdir()
         (tmp / ANNOTATION_FOLDER).mkdir()
         boxes: dict[str, dict[str, list[float]]] = {}
         for i in range(images):
@@ -751,15 +748,6 @@ def write_multilabel(
             numbers = (np.flatnonzero(y[:, j]) + 1).tolist()
             text = "".join(f"{k}\n" for k in numbers)
             (tmp / ANNOTATION_FOLDER / f"{label}.txt").write_bytes(text.encode("utf-8"))
-        if targets[-1].exists():
-            shutil.rmtree(targets[-1])
-        if targets[0].exists():
-            os.replace(targets[0], old)
-        for target in targets:
-            os.replace(tmp / target.name, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
     return out
 
 

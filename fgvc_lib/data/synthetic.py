@@ -14,13 +14,13 @@ from __future__ import annotations
 import colorsys
 import json
 import math
-import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from fgvc_lib.runs import staged_replace
 
 NUM_CLASSES = 200
 """Number of distinct synthetic classes (8 colours x 5 shapes x 5 patterns)."""
@@ -435,29 +435,17 @@ def write_cub(
         raise ValueError(f"out: expected a directory path, got the existing file {out}")
     out.mkdir(parents=True, exist_ok=True)
     (out / COMPLETE_MARKER).unlink(missing_ok=True)
-    tmp = out / f".tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    try:
+    names = [
+        "images",
+        "parts",
+        "classes.txt",
+        "image_class_labels.txt",
+        "train_test_split.txt",
+        "bounding_boxes.txt",
+        "images.txt",
+    ]
+    with staged_replace(out, names, ".") as tmp:
         _write_tree(tmp, classes, per_class, size, seed, float(train_fraction))
-        names = [
-            "images",
-            "parts",
-            "classes.txt",
-            "image_class_labels.txt",
-            "train_test_split.txt",
-            "bounding_boxes.txt",
-            "images.txt",
-        ]
-        for name in names:
-            target = out / name
-            if target.is_dir() and not target.is_symlink():
-                shutil.rmtree(target)
-            elif target.exists() or target.is_symlink():
-                target.unlink()
-            os.replace(tmp / name, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     info = {
         "format": "CUB-200-2011",
         "generator": "fgvc_lib.data.synthetic",
