@@ -17,6 +17,16 @@ from pathlib import Path
 from typing import Any
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def bird_values(**overrides: Any) -> dict[str, Any]:
+    """``parameters/bird.yaml`` (the embedded demo's parameters) with ``overrides``."""
+    import yaml
+
+    values = yaml.safe_load((ROOT / "parameters" / "bird.yaml").read_text()) or {}
+    values.update(overrides)
+    return values
 PYTHON = ".venv/bin/python"
 
 RESULT_KEYS = ("name", "goal", "ratio", "figures", "settings", "machine", "command", "date")

@@ -26,13 +26,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from .common import RESULTS_DIR, bench_args, temp_outputs, write_result
+from .common import RESULTS_DIR, ROOT, bench_args, bird_values, temp_outputs, write_result
 
 NAME = "memory"
 GOAL = "does not grow (< 5 % after epoch 2)"
-ROOT = Path(__file__).resolve().parent.parent
 MB = 1024 * 1024
 SAMPLE_S = 0.5  # reading PSS costs ~15 ms per process: sampling more often would slow the run itself
 
@@ -50,11 +47,7 @@ QUICK = {
 
 
 def demo_values(quick: bool) -> dict[str, Any]:
-    values = yaml.safe_load((ROOT / "parameters" / "bird.yaml").read_text()) or {}
-    values["progress"] = False
-    if quick:
-        values.update(QUICK)
-    return values
+    return bird_values(progress=False, **(QUICK if quick else {}))
 
 
 # ---------------------------------------------------------------------------------------------- child side

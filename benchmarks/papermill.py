@@ -16,14 +16,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .common import RESULTS_DIR, bench_args, interleave, median, spread, temp_outputs, write_result
+from .common import bird_values as common_bird_values
 
 NAME = "papermill"
 GOAL = "report overhead (no goal)"
 
-ROOT = Path(__file__).resolve().parent.parent
 TINY = {
     "synth_classes": 3,
     "synth_per_class": 8,
@@ -39,8 +37,7 @@ TINY = {
 
 def bird_values(quick: bool) -> dict[str, Any]:
     """``parameters/bird.yaml`` with the tiny overrides (the keys the notebook's parameters cell knows)."""
-    values = yaml.safe_load((ROOT / "parameters" / "bird.yaml").read_text()) or {}
-    values.update(TINY)
+    values = common_bird_values(**TINY)
     if quick:
         values.update(synth_per_class=6, cam_images=0)
     return values

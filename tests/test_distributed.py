@@ -67,7 +67,7 @@ def test_eval_shards_cover_every_item_once():
     assert shards == [list(range(0, 19, 2)), list(range(1, 19, 2))]
 
 
-def test_rank_out_of_range_and_batch_not_divisible(monkeypatch):
+def test_rank_out_of_range_and_one_process_is_untouched():
     with pytest.raises(ValueError, match=r"rank must be in \[0, 2\)"):
         ShardedSampler(SequentialSampler(range(4)), 2, 2)
     assert local_batch_size(6) == 6  # one process: unchanged
