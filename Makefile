@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: demo test lab venv lint clean-outputs grid-demo bench
+.PHONY: demo test lab venv lint clean-outputs grid-demo bench gpu-wheels gpu-check
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,18 @@ test: $(STAMP)
 ## bench: the benchmarks (fast paths vs their baselines, as ratios) -> benchmarks/results/*.json + README.md
 bench: $(STAMP)
 	$(PY) -m benchmarks.run_all
+
+## gpu-wheels: (here, with network) the wheels the bare GPU machine's image lacks -> .gpu-wheels/ (git-ignored)
+gpu-wheels: $(STAMP)
+	$(PY) tools/gpu_wheels.py download --out .gpu-wheels
+
+## gpu-check: (on the GPU machine, with .gpu-wheels/ carried there) install the wheels beside the image's torch,
+## then the four-part check in <= 8 minutes -> $$FGVC_GPU_CHECK_OUT (default outputs/gpu_check/)
+GPU_PYTHON ?= python3
+GPU_SITE   ?= /tmp/fgvc-gpu-site
+gpu-check:
+	$(GPU_PYTHON) tools/gpu_wheels.py install --wheels .gpu-wheels --target $(GPU_SITE)
+	PYTHONPATH=$(GPU_SITE):$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH} MPLBACKEND=Agg $(GPU_PYTHON) -m benchmarks.gpu_check
 
 ## lab: JupyterLab on the notebooks (installs the [lab] extra once)
 lab: $(STAMP)

@@ -123,6 +123,7 @@ def test_channels_last_input_stays_channels_last() -> None:
         assert y.shape == (4, 3, SIZE, SIZE)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("preset", ["bird", "cifar100", "inat", "light", "multilabel", "none"])
 def test_runs_on_cuda(preset: str) -> None:
