@@ -143,6 +143,10 @@ class ExperimentParams:
     amp: Literal["off", "bf16", "fp16"] = param("off", "autocast: off | bf16 (CPU/CUDA) | fp16 (CUDA)")
     channels_last: bool = param(False, "NHWC memory format for model and batches")
     compile: bool = param(False, "torch.compile the model (slow first epoch, faster later ones)")
+    weights: str = param("", "local checkpoint file with ImageNet weights for `model`")
+    download: bool = param(False, "allow downloading data / weights (needs internet)")
+    num_workers: int = param(2, "DataLoader worker processes", min=0)
+    progress: bool = param(True, "progress bars and per-epoch lines (display only: never changes results)")
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -239,8 +243,6 @@ class BirdParams(ExperimentParams):
     batch_size: int = param(32, "mini-batch size (report: 24)", min=1)
     epochs: int = param(12, "epochs (report: 200)", min=1)
     lr: float = param(0.01, "SGD learning rate (report: 0.005)", min=0.0)
-    weights: str = param("", "local checkpoint file with ImageNet weights for `model`")
-    download: bool = param(False, "allow downloading data/weights (needs internet)")
     synth_classes: int = param(10, "embedded set: number of classes", min=2, max=200)
     synth_per_class: int = param(150, "embedded set: images per class", min=2)
     synth_size: int = param(128, "embedded set: image side in pixels", min=32)
@@ -266,11 +268,9 @@ class BirdParams(ExperimentParams):
         "none", "two-model ensemble: none | logits | concat"
     )
     model_b: str = param("resnest50d", "second model of the ensemble")
-    num_workers: int = param(2, "DataLoader worker processes", min=0)
     cam_images: int = param(8, "validation images in the CAM grid", min=0)
     pointing_part: str = param("left wing", "CUB part whose location the CAM peak should hit")
     pointing_radius: float = param(0.15, "pointing-game radius as a share of the image side", min=0.0)
-    progress: bool = param(True, "tqdm progress bars")
 
 
 @dataclass
@@ -291,7 +291,6 @@ class Cifar100Params(ExperimentParams):
     batch_size: int = param(64, "mini-batch size (report: 32 or 64)", min=1)
     epochs: int = param(5, "epochs (report: 200)", min=1)
     lr: float = param(1e-3, "AdamW learning rate (report: 1e-3 EfficientNet, 3e-5 Swin)", min=0.0)
-    weights: str = param("", "local checkpoint file with ImageNet weights for `model`")
     download: bool = param(False, "allow downloading CIFAR-100 / weights (needs internet)")
     synth_train_per_class: int = param(20, "embedded set: training images per class", min=1)
     synth_test_per_class: int = param(5, "embedded set: test images per class", min=1)
@@ -311,9 +310,7 @@ class Cifar100Params(ExperimentParams):
     noise_std: float = param(0.05, "Gaussian noise sigma (on [0, 1] pixels)", min=0.0)
     noise_p: float = param(0.5, "probability of adding Gaussian noise", min=0.0, max=1.0)
     ece_bins: int = param(15, "bins of the expected calibration error", min=1)
-    num_workers: int = param(2, "DataLoader worker processes", min=0)
     cam_images: int = param(8, "test images in the CAM grid", min=0)
-    progress: bool = param(True, "tqdm progress bars")
 
 
 @dataclass
@@ -335,8 +332,6 @@ class InatBBNParams(ExperimentParams):
     batch_size: int = param(32, "mini-batch size (report: 128)", min=1)
     epochs: int = param(12, "epochs (report: 180)", min=1)
     lr: float = param(0.01, "SGD learning rate (report: 0.05)", min=0.0)
-    weights: str = param("", "local checkpoint file with ImageNet weights for `model`")
-    download: bool = param(False, "allow downloading weights (needs internet)")
     synth_classes: int = param(30, "embedded set: number of classes", min=2, max=200)
     synth_max_per_class: int = param(60, "embedded set: images of the largest class", min=1)
     synth_imbalance: float = param(20.0, "embedded set: imbalance ratio n_max / n_min", min=1.0)
@@ -366,9 +361,7 @@ class InatBBNParams(ExperimentParams):
     )
     crop_threshold: float = param(0.5, "CAM box: share of the CAM maximum", min=0.0, max=1.0)
     crop_margin: float = param(0.1, "CAM box: margin added on each side, share of the box size", min=0.0)
-    num_workers: int = param(2, "DataLoader worker processes", min=0)
     cam_images: int = param(6, "validation images shown with their CAM and crop", min=0)
-    progress: bool = param(True, "tqdm progress bars")
 
 
 @dataclass
@@ -393,8 +386,6 @@ class MultilabelParams(ExperimentParams):
     lr: float = param(
         0.01, "peak LR of the one-cycle schedule / Adam LR (report: 0.01 SGD, 1e-3 Adam)", min=0.0
     )
-    weights: str = param("", "local checkpoint file with ImageNet weights for `model`")
-    download: bool = param(False, "allow downloading weights (needs internet)")
     synth_images: int = param(1500, "embedded set: number of images", min=20)
     synth_size: int = param(128, "embedded set: image side (report: 128)", min=32)
     val_fraction: float = param(
@@ -411,23 +402,17 @@ class MultilabelParams(ExperimentParams):
     augment: str = param("multilabel", "augmentation preset: multilabel | light | none")
     freeze_backbone: bool = param(False, "train only the last layer")
     cam_images: int = param(4, "validation images whose positive labels get a CAM each", min=0)
-    num_workers: int = param(2, "DataLoader worker processes", min=0)
-    progress: bool = param(True, "tqdm progress bars")
-
-
-PARAMS_BY_NOTEBOOK: dict[str, type[ExperimentParams]] = {
-    "bird": BirdParams,
-    "cifar100": Cifar100Params,
-    "inat_bbn": InatBBNParams,
-    "multilabel": MultilabelParams,
-}
 
 
 def params_class(notebook: str) -> type[ExperimentParams]:
-    """The parameter class of a notebook name."""
+    """The parameter class of a notebook name (declared in ``fgvc_lib.catalog``)."""
+    from .catalog import get_notebook, notebook_names
+
     try:
-        return PARAMS_BY_NOTEBOOK[notebook]
-    except KeyError:
+        declaration = get_notebook(notebook)
+    except ValueError:
         raise ParameterError(
-            f"unknown notebook '{notebook}', expected one of ({', '.join(PARAMS_BY_NOTEBOOK)})"
+            f"unknown notebook '{notebook}', expected one of ({', '.join(notebook_names())})"
+            f"{did_you_mean(notebook, notebook_names())}"
         ) from None
+    return declaration.params_class()

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import distributed as ddp
+from .fileio import atomic_write
 from .optim import LRSchedule, bn_stats_frozen
 from .registry import unknown_name_error
 
@@ -283,16 +284,7 @@ def set_deterministic(enabled: bool = True) -> None:
 
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     """``torch.save`` to a temporary file in the same folder, then rename: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return atomic_write(path, lambda fh: torch.save(obj, fh), mode="wb")
 
 
 def _rng_state() -> dict[str, Any]:
@@ -588,18 +580,16 @@ class Trainer:
 
     def write_history(self, path: str | Path) -> Path:
         """Write the history as CSV (atomic)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         fields: list[str] = []
         for row in self.history:
             fields += [k for k in row if k not in fields]
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        with open(tmp, "w", newline="") as fh:
+
+        def write(fh: Any) -> None:
             writer = csv.DictWriter(fh, fieldnames=fields)
             writer.writeheader()
             writer.writerows(self.history)
-        os.replace(tmp, path)
-        return path
+
+        return atomic_write(path, write, newline="")
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()

@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from .fileio import write_text_atomic
+
 METRIC_KEYS = (
     "top1_acc",
     "top5_acc",
@@ -180,15 +182,6 @@ def staged_replace(out: Path, names: Sequence[str], prefix: str) -> Iterator[Pat
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
-
-
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
 
 
 def _jsonable(value: Any) -> Any:

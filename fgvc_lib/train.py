@@ -10,41 +10,29 @@ only the executed notebook / HTML report is missing. ``fgvc run`` stays the way 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 from typing import Any
 
 from .cli import load_values
-from .config import PARAMS_BY_NOTEBOOK, ParameterError
-
-EXPERIMENTS = {
-    "bird": ("fgvc_lib.experiments.bird", "BirdExperiment"),
-    "cifar100": ("fgvc_lib.experiments.cifar100", "Cifar100Experiment"),
-    "inat_bbn": ("fgvc_lib.experiments.inat_bbn", "InatBBNExperiment"),
-    "multilabel": ("fgvc_lib.experiments.multilabel", "MultilabelExperiment"),
-}
+from .catalog import get_notebook, notebook_names
+from .config import ParameterError, params_class
 
 
 def experiment_class(notebook: str) -> type:
-    if notebook not in EXPERIMENTS:
-        from .registry import unknown_name_error
-
-        raise unknown_name_error("notebook", notebook, sorted(EXPERIMENTS))
-    module, name = EXPERIMENTS[notebook]
-    return getattr(importlib.import_module(module), name)
+    """The experiment class of a notebook (declared in ``fgvc_lib.catalog``)."""
+    return get_notebook(notebook).experiment_class()
 
 
 def train(notebook: str, values: dict[str, Any]) -> Any:
     """Build and run the experiment in this process; returns its ``ExperimentResult``."""
-    cls = experiment_class(notebook)
-    params = PARAMS_BY_NOTEBOOK[notebook].from_dict(values)
-    return cls(params).run()
+    params = params_class(notebook).from_dict(values)
+    return experiment_class(notebook)(params).run()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fgvc_lib.train", description=__doc__.split("\n")[0])
-    parser.add_argument("notebook", help=" | ".join(EXPERIMENTS))
+    parser.add_argument("notebook", help=" | ".join(notebook_names()))
     parser.add_argument("-f", "--file", action="append", help="YAML parameter file (repeatable; later wins)")
     parser.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"))
     args = parser.parse_args(argv)

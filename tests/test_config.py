@@ -129,9 +129,9 @@ def test_every_parameter_file_validates(path):
     data = yaml.safe_load(path.read_text())
     if "notebook" in data:  # grid files are validated by the grid runner and its tests
         pytest.skip("grid file")
-    from fgvc_lib.config import PARAMS_BY_NOTEBOOK
+    from fgvc_lib.catalog import notebook_names
 
     notebook = max(
-        (n for n in PARAMS_BY_NOTEBOOK if path.stem == n or path.stem.startswith(n + "_")), key=len
+        (n for n in notebook_names() if path.stem == n or path.stem.startswith(n + "_")), key=len
     )
     params_class(notebook).from_dict(data)

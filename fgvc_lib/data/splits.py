@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
 
+from ..fileio import atomic_write
 from .datasets import DataError
 
 T = TypeVar("T")
@@ -33,11 +33,7 @@ def write_list_file(path: str | Path, items: Sequence[tuple[str, int]]) -> Path:
     for rel, _ in items:
         if "\n" in rel or "\r" in rel or rel != rel.strip():
             raise DataError(f"{rel!r}: paths in list file {path} must not contain line breaks or edge spaces")
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.writelines(f"{rel} {int(label)}\n" for rel, label in items)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda fh: fh.writelines(f"{rel} {int(label)}\n" for rel, label in items))
 
 
 def read_list_file(path: str | Path, num_classes: int | None = None) -> list[tuple[str, int]]:
