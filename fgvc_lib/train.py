@@ -14,8 +14,8 @@ import json
 import sys
 from typing import Any
 
-from .cli import load_values
 from .catalog import get_notebook, notebook_names
+from .cli import load_values
 from .config import ParameterError, params_class
 
 
