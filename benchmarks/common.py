@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as _dt
+import functools
 import json
 import math
 import os
@@ -27,6 +28,8 @@ def bird_values(**overrides: Any) -> dict[str, Any]:
     values = yaml.safe_load((ROOT / "parameters" / "bird.yaml").read_text()) or {}
     values.update(overrides)
     return values
+
+
 PYTHON = ".venv/bin/python"
 
 RESULT_KEYS = ("name", "goal", "ratio", "figures", "settings", "machine", "command", "date")
@@ -49,6 +52,24 @@ def bench_args(
     if more is not None:
         more(parser)
     return parser.parse_args(argv)
+
+
+def entry_point(
+    name: str,
+    doc: str | None,
+    run: Callable[..., Any],
+    more: Callable[[argparse.ArgumentParser], None] | None = None,
+    options: tuple[str, ...] = (),
+) -> Callable[[list[str] | None], int]:
+    """A benchmark's ``main(argv=None)``: ``bench_args`` (``--quick``, ``--out`` and ``more``'s options), then
+    ``run(quick, out, **{option: value})`` for the ``options`` named; exit status 0."""
+
+    def main(argv: list[str] | None = None) -> int:
+        args = bench_args(name, doc, argv, more)
+        run(args.quick, args.out, **{key: getattr(args, key) for key in options})
+        return 0
+
+    return main
 
 
 def command_for(name: str, quick: bool) -> str:
@@ -91,6 +112,44 @@ def spread(values: list[float]) -> float:
     """Relative spread (max - min) / median of a list of timings: how noisy the machine was."""
     m = median(values)
     return float((max(values) - min(values)) / m) if m > 0 else float("nan")
+
+
+def throughput(
+    times: Mapping[str, list[float]], items: int, seconds_key: str | None = None
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Rates of the sides timed by ``interleave``: (``{side: items / median seconds}``, figures) with figures
+    ``<side>_images_per_s``, then ``<side>_<seconds_key>`` (the median seconds, if a key is given), then
+    ``<side>_spread``."""
+    ips = {key: items / median(values) for key, values in times.items()}
+    figures: dict[str, float] = {f"{key}_images_per_s": value for key, value in ips.items()}
+    if seconds_key is not None:
+        figures |= {f"{key}_{seconds_key}": median(values) for key, values in times.items()}
+    return ips, figures | spreads(times)
+
+
+def spreads(times: Mapping[str, list[float]], *sides: str) -> dict[str, float]:
+    """``{<side>_spread: spread(seconds)}`` of the ``sides`` named (default: every side), in that order."""
+    return {f"{key}_spread": spread(times[key]) for key in sides or times}
+
+
+def worst_ratio(ratios: Mapping[Any, float], label: str) -> tuple[float, str]:
+    """The smallest of a benchmark's ratios (one per size, batch ...) and a summary naming each one:
+    ``worst_ratio({224: 3.1, 380: 2.9}, "{} px")`` -> ``(2.9, "3.1x (224 px), 2.9x (380 px)")``."""
+    summary = ", ".join(f"{value:.3g}x ({label.format(key)})" for key, value in ratios.items())
+    return min(ratios.values()), summary
+
+
+def fit_one_epoch(model: Any, optimizer: Any, batches: Any, device: Any = "cpu", **options: Any) -> None:
+    """One epoch of a fresh ``Trainer`` (cross-entropy, no progress bar, no log; ``options`` such as ``amp``,
+    ``channels_last``, ``batch_transform`` go to it) over ``batches``: the Trainer side the benchmarks time,
+    construction included (it is cheap)."""
+    import torch
+
+    from fgvc_lib.engine import Trainer
+
+    Trainer(
+        model, optimizer, torch.nn.CrossEntropyLoss(), epochs=1, device=device, progress=False, log=None, **options
+    ).fit(batches)
 
 
 def rounded(value: Any, digits: int = 4) -> Any:
@@ -168,6 +227,12 @@ def temp_outputs(prefix: str) -> Iterator[Path]:
                 os.environ.pop("FGVC_OUTPUTS", None)
             else:
                 os.environ["FGVC_OUTPUTS"] = old
+
+
+def result_writer(name: str, goal: str, compared: str) -> Callable[..., dict[str, Any]]:
+    """``write_result`` with one benchmark's fixed facts filled in (its name, its goal, what it compares):
+    ``write(out, ratio=..., figures=..., settings=..., quick=..., summary=..., **extra)``."""
+    return functools.partial(write_result, name=name, goal=goal, compared=compared)
 
 
 def write_result(

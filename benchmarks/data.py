@@ -33,10 +33,13 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from .common import RESULTS_DIR, bench_args, interleave, median, spread, write_result
+from .common import RESULTS_DIR, entry_point, interleave, median, result_writer, spreads, worst_ratio
 
 NAME = "data"
 GOAL = ">= 3x"
+write = result_writer(
+    NAME, GOAL, "decode-once cache + batched bird augmentation vs per-sample PIL DataLoader (2 workers)"
+)
 
 
 def _epoch(loader: Iterable, transform: Any, device: torch.device, size: int) -> Any:
@@ -69,7 +72,7 @@ def run(quick: bool = False, out: str | Path = RESULTS_DIR) -> dict[str, Any]:
     from fgvc_lib.data.batch_transforms import build_batch_transform
     from fgvc_lib.data.cache import CachedImageDataset, build_image_cache
     from fgvc_lib.data.datasets import ImageListDataset, read_cub
-    from fgvc_lib.data.synthetic import write_cub
+    from fgvc_lib.data.synth.cub import write_cub
     from fgvc_lib.data.transforms import build_transform
 
     if quick:
@@ -142,16 +145,11 @@ def run(quick: bool = False, out: str | Path = RESULTS_DIR) -> dict[str, Any]:
                 "cache_build_s": build_s,
                 "cache_build_images_per_s": n / build_s,
                 "cold_ratio": median(times["pil"]) / (median(times["cache_batched"]) + build_s),
-                "pil_spread": spread(times["pil"]),
-                "cache_batched_spread": spread(times["cache_batched"]),
-                "transform_only_spread": spread(times["transform_only"]),
+                **spreads(times, "pil", "cache_batched", "transform_only"),
             }
-    worst = min(ratios.values())
-    summary = ", ".join(f"{ratios[s]:.3g}x ({s} px)" for s in sizes)
-    return write_result(
+    worst, summary = worst_ratio(ratios, "{} px")
+    return write(
         out,
-        name=NAME,
-        goal=GOAL,
         ratio=worst,
         figures=figures,
         settings={
@@ -167,15 +165,11 @@ def run(quick: bool = False, out: str | Path = RESULTS_DIR) -> dict[str, Any]:
             "ratio_is": "images/s cache+batched / images/s per-sample PIL, whole epoch; smaller over sizes",
         },
         quick=quick,
-        compared="decode-once cache + batched bird augmentation vs per-sample PIL DataLoader (2 workers)",
         summary=summary,
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = bench_args(NAME, __doc__, argv)
-    run(args.quick, args.out)
-    return 0
+main = entry_point(NAME, __doc__, run)
 
 
 if __name__ == "__main__":

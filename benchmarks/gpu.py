@@ -26,10 +26,13 @@ from typing import Any
 
 import torch
 
-from .common import RESULTS_DIR, bench_args, interleave, median, spread, write_result
+from .common import RESULTS_DIR, entry_point, fit_one_epoch, interleave, result_writer, throughput
 
 NAME = "gpu"
 GOAL = "report (AMP + channels_last vs fp32; share of peak)"
+write = result_writer(
+    NAME, GOAL, "ResNet-50 224 px training: Trainer AMP bf16 + channels_last vs fp32 (CUDA)"
+)
 GFLOP_PER_IMAGE_TRAIN = 3 * 4.1  # ResNet-50 at 224 px: ~4.1 GFLOP forward, backward ~2x forward
 
 # Dense peak TFLOP/s by device-name fragment (first match wins: more specific names first).
@@ -61,22 +64,10 @@ def _sync(device: torch.device) -> None:
 def trainer_epoch(
     model: torch.nn.Module, optimizer: Any, batches: list, device: torch.device, **options: Any
 ) -> Any:
-    from fgvc_lib.engine import Trainer
-
     def run() -> float:
         _sync(device)
         start = time.perf_counter()
-        trainer = Trainer(
-            model,
-            optimizer,
-            torch.nn.CrossEntropyLoss(),
-            epochs=1,
-            device=device,
-            progress=False,
-            log=None,
-            **options,
-        )
-        trainer.fit(batches)
+        fit_one_epoch(model, optimizer, batches, device, **options)
         _sync(device)
         return time.perf_counter() - start
 
@@ -84,15 +75,12 @@ def trainer_epoch(
 
 
 def skipped(quick: bool, out: str | Path, reason: str) -> dict[str, Any]:
-    return write_result(
+    return write(
         out,
-        name=NAME,
-        goal=GOAL,
         ratio=None,
         figures={},
         settings={"model": "resnet50", "img_size": 224},
         quick=quick,
-        compared="ResNet-50 224 px training: Trainer AMP bf16 + channels_last vs fp32 (CUDA)",
         summary=f"skipped: {reason}",
         skipped=reason,
     )
@@ -131,10 +119,8 @@ def run(quick: bool = False, out: str | Path = RESULTS_DIR, device: str = "auto"
     if dev.type == "cuda":
         fns["fp16_cl"] = side(amp="fp16", channels_last=True)
     times = interleave(fns, reps)
-    images = steps * batch
-    ips = {key: images / median(values) for key, values in times.items()}
-    figures: dict[str, Any] = {f"{key}_images_per_s": value for key, value in ips.items()}
-    figures |= {f"{key}_spread": spread(values) for key, values in times.items()}
+    ips, rates = throughput(times, steps * batch)
+    figures: dict[str, Any] = dict(rates)
     ratio = ips["bf16_cl"] / ips["fp32"]
     figures["bf16_cl_vs_fp32"] = ratio
     if "fp16_cl" in ips:
@@ -161,10 +147,8 @@ def run(quick: bool = False, out: str | Path = RESULTS_DIR, device: str = "auto"
         summary += f"; {100 * shares['bf16_cl_share_of_bf16_peak']:.0f} % of {name}'s bf16 peak"
     elif dev.type == "cuda":
         summary += f"; peak of {name} not in the table"
-    return write_result(
+    return write(
         out,
-        name=NAME,
-        goal=GOAL,
         ratio=ratio,
         figures=figures,
         settings={
@@ -181,7 +165,6 @@ def run(quick: bool = False, out: str | Path = RESULTS_DIR, device: str = "auto"
             "ratio_is": "images/s Trainer(amp='bf16', channels_last=True) / images/s Trainer fp32",
         },
         quick=quick,
-        compared="ResNet-50 224 px training: Trainer AMP bf16 + channels_last vs fp32 (CUDA)",
         summary=summary,
     )
 
@@ -194,10 +177,7 @@ def _more(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = bench_args(NAME, __doc__, argv, _more)
-    run(args.quick, args.out, args.device)
-    return 0
+main = entry_point(NAME, __doc__, run, _more, options=("device",))
 
 
 if __name__ == "__main__":

@@ -36,7 +36,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .common import ROOT, bird_values, interleave, median, spread, temp_outputs, write_result
+from .common import (
+    ROOT,
+    bird_values,
+    fit_one_epoch,
+    interleave,
+    median,
+    temp_outputs,
+    throughput,
+    write_result,
+)
 
 OUT_ENV = "FGVC_GPU_CHECK_OUT"
 DEFAULT_OUT = ROOT / "outputs" / "gpu_check"
@@ -69,9 +78,8 @@ def data_path(out: Path, device: str, full: bool) -> dict[str, Any]:
     from fgvc_lib.data.batch_transforms import build_batch_transform
     from fgvc_lib.data.cache import CachedImageDataset, build_image_cache
     from fgvc_lib.data.datasets import ImageListDataset, read_cub
-    from fgvc_lib.data.synthetic import write_cub
+    from fgvc_lib.data.synth.cub import write_cub
     from fgvc_lib.data.transforms import build_transform
-    from fgvc_lib.engine import Trainer
     from fgvc_lib.models.factory import create_model
 
     if _tiny(device, full):
@@ -140,8 +148,8 @@ def data_path(out: Path, device: str, full: bool) -> dict[str, Any]:
                 if dev.type == "cuda":
                     torch.cuda.synchronize(dev)
                 start = time.perf_counter()
-                Trainer(model, optimizer, torch.nn.CrossEntropyLoss(), epochs=1, device=dev, progress=False,
-                        log=None, amp="bf16", channels_last=True, batch_transform=batch_transform).fit(data)
+                fit_one_epoch(model, optimizer, data, dev, amp="bf16", channels_last=True,
+                              batch_transform=batch_transform)
                 if dev.type == "cuda":
                     torch.cuda.synchronize(dev)
                 return time.perf_counter() - start
@@ -159,9 +167,8 @@ def data_path(out: Path, device: str, full: bool) -> dict[str, Any]:
             s["reps"],
         )
         del pil, cached  # shut the persistent workers down
-    ips = {key: images / median(values) for key, values in times.items()}
-    figures |= {f"{key}_images_per_s": value for key, value in ips.items()}
-    figures |= {f"{key}_spread": spread(values) for key, values in times.items()}
+    ips, rates = throughput(times, images)
+    figures |= rates
     step_s = median(times["step"])
     verdicts = {}
     for side in ("pil", "cache_batched"):

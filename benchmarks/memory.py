@@ -26,10 +26,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .common import RESULTS_DIR, ROOT, bench_args, bird_values, temp_outputs, write_result
+from .common import RESULTS_DIR, ROOT, bird_values, entry_point, result_writer, temp_outputs
 
 NAME = "memory"
 GOAL = "does not grow (< 5 % after epoch 2)"
+write = result_writer(NAME, GOAL, "bird demo RSS after the last epoch vs after epoch 2 (process + workers)")
 MB = 1024 * 1024
 SAMPLE_S = 0.5  # reading PSS costs ~15 ms per process: sampling more often would slow the run itself
 
@@ -188,10 +189,8 @@ def run(quick: bool = False, out: str | Path = RESULTS_DIR) -> dict[str, Any]:
         "data_generation_seconds": data_seconds,
     }
     verdict = "does not grow" if abs(total_pct) < 5 else "GROWS"
-    return write_result(
+    return write(
         out,
-        name=NAME,
-        goal=GOAL,
         ratio=ratio,
         figures=figures,
         settings={
@@ -219,7 +218,6 @@ def run(quick: bool = False, out: str | Path = RESULTS_DIR) -> dict[str, Any]:
             "ratio_is": "RSS of process + DataLoader workers after the last epoch / after epoch 2",
         },
         quick=quick,
-        compared="bird demo RSS after the last epoch vs after epoch 2 (process + workers)",
         summary=(
             f"peak RSS {child['peak_rss_mb']:.0f} MB (process), {_mb(child['peak_total_pss_sampled_mb'])} "
             f"PSS with workers; "
@@ -228,16 +226,18 @@ def run(quick: bool = False, out: str | Path = RESULTS_DIR) -> dict[str, Any]:
     )
 
 
+parent_main = entry_point(NAME, __doc__, run)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The benchmark (``--quick``, ``--out``), or with ``--child`` the measured run in this process."""
     if argv is None:
         argv = sys.argv[1:]
     if argv[:1] == ["--child"]:
         parser = argparse.ArgumentParser(prog="python -m benchmarks.memory --child")
         parser.add_argument("--child", nargs=2, metavar=("VALUES_JSON", "RESULT_JSON"), required=True)
         return child_main(*parser.parse_args(argv).child)
-    args = bench_args(NAME, __doc__, argv)
-    run(args.quick, args.out)
-    return 0
+    return parent_main(argv)
 
 
 if __name__ == "__main__":

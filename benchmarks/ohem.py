@@ -18,10 +18,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .common import RESULTS_DIR, bench_args, interleave, median, spread, write_result
+from .common import RESULTS_DIR, entry_point, interleave, median, result_writer, spreads, worst_ratio
 
 NAME = "ohem"
 GOAL = ">= 20x"
+write = result_writer(NAME, GOAL, "OHEMLoss fwd+bwd vs per-sample Python loop (200 classes)")
 
 
 def ohem_loop(logits: torch.Tensor, target: torch.Tensor, ratio: float) -> torch.Tensor:
@@ -105,16 +106,12 @@ def run(quick: bool = False, out: str | Path = RESULTS_DIR) -> dict[str, Any]:
             "loop_ms_per_call": t_loop * 1e3,
             "ohem_loss_ms_per_call": t_vec * 1e3,
             "ratio": ratios[batch],
-            "loop_spread": spread(times["loop"]),
-            "ohem_loss_spread": spread(times["ohem_loss"]),
+            **spreads(times, "loop", "ohem_loss"),
             **checks,
         }
-    worst = min(ratios.values())
-    summary = ", ".join(f"{ratios[b]:.3g}x (batch {b})" for b in batches)
-    return write_result(
+    worst, summary = worst_ratio(ratios, "batch {}")
+    return write(
         out,
-        name=NAME,
-        goal=GOAL,
         ratio=worst,
         figures=figures,
         settings={
@@ -131,16 +128,12 @@ def run(quick: bool = False, out: str | Path = RESULTS_DIR) -> dict[str, Any]:
             "ratio_is": "loop time / OHEMLoss time (forward+backward), the smaller over the batch sizes",
         },
         quick=quick,
-        compared="OHEMLoss fwd+bwd vs per-sample Python loop (200 classes)",
         summary=summary,
         checks="loss and logits gradient allclose between the two forms at every batch size",
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = bench_args(NAME, __doc__, argv)
-    run(args.quick, args.out)
-    return 0
+main = entry_point(NAME, __doc__, run)
 
 
 if __name__ == "__main__":

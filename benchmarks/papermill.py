@@ -16,11 +16,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .common import RESULTS_DIR, bench_args, interleave, median, spread, temp_outputs, write_result
+from .common import RESULTS_DIR, entry_point, interleave, median, result_writer, spread, temp_outputs
 from .common import bird_values as common_bird_values
 
 NAME = "papermill"
 GOAL = "report overhead (no goal)"
+write = result_writer(
+    NAME, GOAL, "execute_notebook('bird') vs BirdExperiment(params).run(), tiny params, 1 epoch"
+)
 
 TINY = {
     "synth_classes": 3,
@@ -81,10 +84,8 @@ def run(quick: bool = False, out: str | Path = RESULTS_DIR) -> dict[str, Any]:
         "direct_spread": spread(times["direct"]),
         "ratio": ratio,
     }
-    return write_result(
+    return write(
         out,
-        name=NAME,
-        goal=GOAL,
         ratio=ratio,
         figures=figures,
         settings={
@@ -95,15 +96,11 @@ def run(quick: bool = False, out: str | Path = RESULTS_DIR) -> dict[str, Any]:
             "ratio_is": "notebook seconds / direct seconds (medians); overhead_s = their difference",
         },
         quick=quick,
-        compared="execute_notebook('bird') vs BirdExperiment(params).run(), tiny params, 1 epoch",
         summary=f"+{t_nb - t_direct:.1f} s per run ({t_nb:.1f} s vs {t_direct:.1f} s, {ratio:.2f}x)",
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = bench_args(NAME, __doc__, argv)
-    run(args.quick, args.out)
-    return 0
+main = entry_point(NAME, __doc__, run)
 
 
 if __name__ == "__main__":

@@ -22,10 +22,21 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .common import RESULTS_DIR, bench_args, bf16_support, interleave, median, spread, write_result
+from .common import (
+    RESULTS_DIR,
+    bf16_support,
+    entry_point,
+    fit_one_epoch,
+    interleave,
+    result_writer,
+    throughput,
+)
 
 NAME = "step"
 GOAL = ">= 0.97x"
+write = result_writer(
+    NAME, GOAL, "Trainer.fit vs bare PyTorch loop (resnet18, CPU); Trainer bf16+channels_last vs fp32"
+)
 
 
 def make_batches(steps: int, batch: int, size: int, classes: int, seed: int = 0) -> list[tuple[Any, Any]]:
@@ -52,20 +63,8 @@ def trainer_epoch(
     model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches: list, **options: Any
 ) -> float:
     """A fresh one-epoch Trainer over the same model/optimizer (construction included; it is cheap)."""
-    from fgvc_lib.engine import Trainer
-
     start = time.perf_counter()
-    trainer = Trainer(
-        model,
-        optimizer,
-        torch.nn.CrossEntropyLoss(),
-        epochs=1,
-        device="cpu",
-        progress=False,
-        log=None,
-        **options,
-    )
-    trainer.fit(batches)
+    fit_one_epoch(model, optimizer, batches, "cpu", **options)
     return time.perf_counter() - start
 
 
@@ -98,12 +97,8 @@ def run(quick: bool = False, out: str | Path = RESULTS_DIR) -> dict[str, Any]:
     except TypeError as exc:
         notes.append(f"Trainer(channels_last=True, amp='bf16') not available: {exc}")
     times = interleave(fns, reps)
-    images = steps * batch
-    ips = {key: images / median(values) for key, values in times.items()}
-    figures: dict[str, Any] = {f"{key}_images_per_s": value for key, value in ips.items()} | {
-        f"{key}_s_per_epoch": median(values) for key, values in times.items()
-    }
-    figures |= {f"{key}_spread": spread(values) for key, values in times.items()}
+    ips, rates = throughput(times, steps * batch, seconds_key="s_per_epoch")
+    figures: dict[str, Any] = dict(rates)
     ratio = ips["trainer"] / ips["bare"]
     figures["trainer_vs_bare"] = ratio
     # the fastest round of each side: the least disturbed by other jobs (a cross-check of the medians)
@@ -117,10 +112,8 @@ def run(quick: bool = False, out: str | Path = RESULTS_DIR) -> dict[str, Any]:
         figures["bf16_channels_last_vs_fp32"] = None
     cpu_bf16 = bf16_support()
     summary += f" [CPU amx_bf16={cpu_bf16['amx_bf16']}, avx512_bf16={cpu_bf16['avx512_bf16']}]"
-    return write_result(
+    return write(
         out,
-        name=NAME,
-        goal=GOAL,
         ratio=ratio,
         figures=figures,
         settings={
@@ -138,16 +131,12 @@ def run(quick: bool = False, out: str | Path = RESULTS_DIR) -> dict[str, Any]:
             "ratio_is": "Trainer images/s / bare loop images/s (fp32); second ratio in figures, no goal",
         },
         quick=quick,
-        compared="Trainer.fit vs bare PyTorch loop (resnet18, CPU); Trainer bf16+channels_last vs fp32",
         summary=summary,
         notes=notes,
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = bench_args(NAME, __doc__, argv)
-    run(args.quick, args.out)
-    return 0
+main = entry_point(NAME, __doc__, run)
 
 
 if __name__ == "__main__":

@@ -106,8 +106,11 @@ def _load_plugins() -> None:
             _plugins_loaded.add(module)
             try:
                 importlib.import_module(module)
-            except ImportError as exc:
-                raise ImportError(f"{PLUGINS_ENV}: cannot import notebook module {module!r}: {exc}") from exc
+            except BaseException as exc:  # not loaded: the next lookup tries again (and fails the same way)
+                _plugins_loaded.discard(module)
+                if isinstance(exc, ImportError):
+                    raise ImportError(f"{PLUGINS_ENV}: cannot import notebook module {module!r}: {exc}") from exc
+                raise
 
 
 def get_notebook(name: str) -> Notebook:
@@ -133,7 +136,7 @@ register_notebook(Notebook(
     name="bird",
     params="fgvc_lib.config:BirdParams",
     experiment="fgvc_lib.experiments.bird:BirdExperiment",
-    synth=Synth("bird", "fgvc_lib.data.synthetic:write_cub",
+    synth=Synth("bird", "fgvc_lib.data.synth.cub:write_cub",
                 {"classes": "classes", "per_class": "per_class", "size": "size", "seed": "seed"},
                 {"classes": 10, "per_class": 30, "size": 128},
                 "wrote a synthetic CUB-200-2011 tree to {root}", "CUB-200-2011 layout"),
@@ -145,7 +148,7 @@ register_notebook(Notebook(
     name="cifar100",
     params="fgvc_lib.config:Cifar100Params",
     experiment="fgvc_lib.experiments.cifar100:Cifar100Experiment",
-    synth=Synth("cifar100", "fgvc_lib.data.cifar:write_cifar100",
+    synth=Synth("cifar100", "fgvc_lib.data.synth.cifar:write_cifar100",
                 {"per_class": "train_per_class", "test_per_class": "test_per_class", "seed": "seed"},
                 {"per_class": 20, "test_per_class": 5},
                 "wrote synthetic CIFAR-100 python files to {root}/cifar-100-python", "cifar-100-python/"),
@@ -156,7 +159,7 @@ register_notebook(Notebook(
     name="inat_bbn",
     params="fgvc_lib.config:InatBBNParams",
     experiment="fgvc_lib.experiments.inat_bbn:InatBBNExperiment",
-    synth=Synth("inat", "fgvc_lib.data.inat:write_inat",
+    synth=Synth("inat", "fgvc_lib.data.synth.inat:write_inat",
                 {"classes": "classes", "max_per_class": "max_per_class", "imbalance": "imbalance",
                  "val_per_class": "val_per_class", "size": "size", "seed": "seed"},
                 {"classes": 30, "max_per_class": 60, "imbalance": 20.0, "val_per_class": 3, "size": 96},
@@ -169,7 +172,7 @@ register_notebook(Notebook(
     name="multilabel",
     params="fgvc_lib.config:MultilabelParams",
     experiment="fgvc_lib.experiments.multilabel:MultilabelExperiment",
-    synth=Synth("multilabel", "fgvc_lib.data.multilabel:write_multilabel",
+    synth=Synth("multilabel", "fgvc_lib.data.synth.multilabel:write_multilabel",
                 {"images": "images", "size": "size", "seed": "seed"}, {"images": 2000, "size": 128},
                 "wrote a synthetic multi-label set (images/, annotations/) to {root}",
                 "images/ + annotations/<label>.txt"),

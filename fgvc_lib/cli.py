@@ -9,140 +9,52 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from .catalog import Synth, notebook_names, synth_commands
 from .config import ParameterError, params_class
-from .runs import prepare_run_dir, project_root
+from .execution import _overrides, execute_notebook, load_values
+
+#: Type and help of the ``fgvc synth`` options of the declared data sets (``fgvc_lib.catalog.Synth.options``);
+#: an option a plugin's writer adds is read as a YAML scalar. Each help lists [the data sets taking it, defaults].
+SYNTH_OPTIONS: dict[str, tuple[Any, str]] = {
+    "classes": (int, "number of classes"),
+    "per_class": (int, "images per class (cifar100: training images)"),
+    "test_per_class": (int, "test images per class"),
+    "size": (int, "image side"),
+    "max_per_class": (int, "images of the largest class"),
+    "imbalance": (float, "imbalance ratio n_max / n_min"),
+    "val_per_class": (int, "validation images per class"),
+    "images": (int, "number of images"),
+    "seed": (int, "random seed (default 0)"),
+}
 
 
-def notebook_path(name: str) -> Path:
-    """``notebooks/<name>.ipynb`` of the checkout this package lives in (or of the current project)."""
-    for base in (Path(__file__).resolve().parent.parent, project_root()):
-        path = base / "notebooks" / f"{name}.ipynb"
-        if path.is_file():
-            return path
-    raise FileNotFoundError(
-        f"notebook notebooks/{name}.ipynb not found next to fgvc_lib or in {project_root()}"
-    )
+def _yaml_scalar(text: str) -> Any:
+    return _overrides([["value", text]])["value"]
 
 
-def _overrides(pairs: list[list[str]] | None) -> dict[str, Any]:
-    """``-p key value`` pairs; values are parsed as YAML scalars (3 -> int, true -> bool, 1e-3 -> float)."""
-    values: dict[str, Any] = {}
-    for key, raw in pairs or []:
-        try:
-            values[key] = yaml.safe_load(raw) if raw != "" else ""
-        except yaml.YAMLError:
-            values[key] = raw
-    return values
-
-
-def execute_notebook(
-    notebook: str,
-    values: dict[str, Any],
-    *,
-    progress: bool = False,
-    html: bool = True,
-    log_output: bool = False,
-) -> Path:
-    """Validate ``values`` against the notebook's parameter class, make the run folder and execute the
-    notebook there with papermill (executed ``.ipynb`` + ``.html`` land in the run folder). Returns it."""
-    import papermill as pm
-
-    cls = params_class(notebook)
-    params = cls.from_dict(values)  # fail before a kernel starts
-    run_dir = prepare_run_dir(notebook, params.run_dir, resume=params.resume)
-    injected = {k: params.to_dict()[k] for k in values}
-    injected["run_dir"] = str(run_dir)
-    injected.setdefault("progress", progress)
-    output = run_dir / f"{notebook}.ipynb"
-    try:
-        pm.execute_notebook(
-            str(notebook_path(notebook)),
-            str(output),
-            parameters=injected,
-            kernel_name="python3",
-            progress_bar=progress,
-            log_output=log_output,
-            cwd=str(run_dir),
-        )
-    finally:
-        if html and output.exists():
-            export_html(output)
-    return run_dir
-
-
-def export_html(notebook_file: str | Path) -> Path:
-    """Render an executed notebook to HTML next to it."""
-    import nbformat
-    from nbconvert import HTMLExporter
-
-    notebook_file = Path(notebook_file)
-    body, _ = HTMLExporter().from_notebook_node(nbformat.read(notebook_file, as_version=4))
-    out = notebook_file.with_suffix(".html")
-    out.write_text(body, encoding="utf-8")
+def _synth_options(synths: dict[str, Synth]) -> dict[str, tuple[Any, str]]:
+    """Every option of the declared data sets -> (type, help naming the data sets that take it, with their
+    defaults), in the order of :data:`SYNTH_OPTIONS`, then the order declared."""
+    names = [n for n in SYNTH_OPTIONS if any(n in s.options for s in synths.values())]
+    names += [n for s in synths.values() for n in s.options if n not in names]
+    out = {}
+    for name in dict.fromkeys(names):
+        type_, text = SYNTH_OPTIONS.get(name, (_yaml_scalar, name.replace("_", " ")))
+        takers = [
+            f"{d} {s.defaults[name]}" if name in s.defaults else d
+            for d, s in synths.items()
+            if name in s.options
+        ]
+        out[name] = (type_, f"{text} [{', '.join(takers)}]")
     return out
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    if args.per_class is None:
-        args.per_class = 30 if args.dataset == "bird" else 20
-    if args.classes is None:
-        args.classes = 10 if args.dataset == "bird" else 30
-    if args.size is None:
-        args.size = 96 if args.dataset == "inat" else 128
-    if args.dataset == "bird":
-        from .data.synthetic import write_cub
-
-        root = write_cub(
-            args.out, classes=args.classes, per_class=args.per_class, size=args.size, seed=args.seed
-        )
-        print(f"wrote a synthetic CUB-200-2011 tree to {root}")
-        return 0
-    if args.dataset == "cifar100":
-        from .data.cifar import write_cifar100
-
-        root = write_cifar100(
-            args.out, train_per_class=args.per_class, test_per_class=args.test_per_class, seed=args.seed
-        )
-        print(f"wrote synthetic CIFAR-100 python files to {root / 'cifar-100-python'}")
-        return 0
-    if args.dataset == "inat":
-        from .data.inat import write_inat
-
-        root = write_inat(
-            args.out,
-            classes=args.classes,
-            max_per_class=args.max_per_class,
-            imbalance=args.imbalance,
-            val_per_class=args.val_per_class,
-            size=args.size,
-            seed=args.seed,
-        )
-        print(f"wrote a synthetic iNat-2019 set (train2019.json, val2019.json, images) to {root}")
-        return 0
-    if args.dataset == "multilabel":
-        from .data.multilabel import write_multilabel
-
-        root = write_multilabel(args.out, images=args.images, size=args.size, seed=args.seed)
-        print(f"wrote a synthetic multi-label set (images/, annotations/) to {root}")
-        return 0
-    raise SystemExit(f"unknown data set {args.dataset!r}")
-
-
-def load_values(files: list[str] | None, pairs: list[list[str]] | None) -> dict[str, Any]:
-    """Parameter files (later wins), then ``-p key value`` overrides: what ``fgvc run`` and ``fgvc train`` pass on."""
-    values: dict[str, Any] = {}
-    for file in files or []:
-        path = Path(file)
-        if not path.is_file():
-            raise ParameterError(f"parameter file {file}: does not exist")
-        data = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(data, dict):
-            raise ParameterError(f"parameter file {file}: expected a mapping of name: value")
-        values.update(data)
-    values.update(_overrides(pairs))
-    return values
+    synth = synth_commands()[args.dataset]
+    given = {name: getattr(args, name) for name in _synth_options(synth_commands())}
+    root = synth.write(args.out, given)
+    print(synth.wrote.format(root=root))
+    return 0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -271,30 +183,24 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fgvc", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    notebooks = " | ".join(notebook_names())
 
+    synths = synth_commands()
     synth = sub.add_parser("synth", help="write a deterministic synthetic data set in a real on-disk format")
     synth.add_argument(
         "dataset",
-        choices=["bird", "cifar100", "inat", "multilabel"],
-        help="bird: CUB-200-2011 layout; cifar100: cifar-100-python/; inat: iNat-2019 JSON; "
-        "multilabel: images/ + annotations/<label>.txt",
+        choices=list(synths),
+        help="; ".join(f"{name}: {s.help}" if s.help else name for name, s in synths.items()),
     )
     synth.add_argument("--out", required=True, help="output folder")
-    synth.add_argument("--classes", type=int, default=None, help="bird / inat: number of classes")
-    synth.add_argument("--per-class", type=int, default=None, help="images per class (cifar100: training)")
-    synth.add_argument("--test-per-class", type=int, default=5, help="cifar100: test images per class")
-    synth.add_argument("--size", type=int, default=None, help="bird / inat / multilabel: image side")
-    synth.add_argument("--max-per-class", type=int, default=60, help="inat: images of the largest class")
-    synth.add_argument("--imbalance", type=float, default=20.0, help="inat: imbalance ratio n_max / n_min")
-    synth.add_argument("--val-per-class", type=int, default=3, help="inat: validation images per class")
-    synth.add_argument("--images", type=int, default=2000, help="multilabel: number of images")
-    synth.add_argument("--seed", type=int, default=0)
+    for name, (type_, help_text) in _synth_options(synths).items():  # default None: "not given"
+        synth.add_argument("--" + name.replace("_", "-"), type=type_, default=None, help=help_text)
     synth.set_defaults(func=_cmd_synth)
 
     run = sub.add_parser(
         "run", help="execute a notebook with papermill into outputs/runs/<notebook>/<run-id>/"
     )
-    run.add_argument("notebook", help="bird | cifar100 | inat_bbn | multilabel")
+    run.add_argument("notebook", help=notebooks)
     run.add_argument("-f", "--file", action="append", help="YAML parameter file (repeatable; later wins)")
     run.add_argument(
         "-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"), help="override a parameter"
@@ -305,11 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_cmd_run)
 
     params = sub.add_parser("params", help="list a notebook's parameters with defaults and help")
-    params.add_argument("notebook")
+    params.add_argument("notebook", help=notebooks)
     params.set_defaults(func=_cmd_params)
 
     grid = sub.add_parser("grid", help="run a YAML parameter grid (outputs/runs/<name>/<run-id>/ + summary)")
-    grid.add_argument("file", help="grid YAML (see fgvc_lib/grid.py for the format)")
+    grid.add_argument("file", help="grid YAML (see fgvc_lib/grid/spec.py for the format)")
     grid.add_argument("--jobs", type=int, default=1, help="runs at once (worker processes)")
     grid.add_argument("--dry-run", action="store_true", help="validate and print the planned runs only")
     grid.add_argument("--preset", default=None, help="apply a preset of the grid file (e.g. tiny)")
@@ -362,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         help="run a notebook's experiment in this process, no notebook (for torchrun / DDP and scripts)",
     )
-    train.add_argument("notebook", help="bird | cifar100 | inat_bbn | multilabel")
+    train.add_argument("notebook", help=notebooks)
     train.add_argument("-f", "--file", action="append", help="YAML parameter file (repeatable; later wins)")
     train.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"))
     train.set_defaults(func=_cmd_train)
@@ -375,7 +281,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        parser = build_parser()  # reads the catalog: FGVC_NOTEBOOKS modules are imported here
+    except ImportError as exc:
+        print(f"fgvc: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
     try:
         return args.func(args)
     except (ParameterError, FileNotFoundError, ValueError, RuntimeError) as exc:

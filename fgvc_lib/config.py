@@ -255,7 +255,7 @@ class BirdParams(ExperimentParams):
     ohem_schedule: Literal["none", "constant", "cyclical", "step"] = param(
         "none", "OHEM ratio: none | constant | cyclical | step"
     )
-    ohem_ratio: float = param(0.7, "keep ratio when ohem_schedule is constant", min=0.0, max=1.0)
+    ohem_ratio: float = param(0.7, "keep ratio when ohem_schedule is none or constant", min=0.0, max=1.0)
     optimizer: Literal["sgd", "adam", "adamw", "sam"] = param("sgd", "sgd | adam | adamw | sam (SGD base)")
     momentum: float = param(0.9, "SGD momentum", min=0.0)
     weight_decay: float = param(1e-5, "weight decay", min=0.0)

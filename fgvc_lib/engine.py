@@ -1,8 +1,10 @@
-"""The one Trainer: fit / evaluate / predict with pluggable training strategies (plain, OHEM, SAM).
+"""The one Trainer: one loop that fires events; steps change the optimisation step, callbacks do the rest.
 
-A strategy owns what happens in one optimisation step; the Trainer owns the loop, history, LR schedule,
-checkpoints (atomic ``last.pt`` / ``best.pt``) and resume. Later notebooks add strategies (BBN mixing,
-COT alternation) with ``register_strategy`` instead of copying the loop.
+The loop (``fit``): per epoch reseed, ``before_epoch``, every batch to the device (uint8 batches through the
+batch transform), the step (``fgvc_lib.steps``: plain, SAM, feature losses, BBN, COT), the training metrics
+(``fgvc_lib.scores``, on the device), ``after_batch``; then validation and the history row, ``after_epoch``.
+LR schedules, the OHEM ratio, BBN's alpha, the NaN guard, history / checkpoints, the epoch line and progress
+display are callbacks (``fgvc_lib.callbacks``), so any step runs with any schedule.
 """
 
 from __future__ import annotations
@@ -19,13 +21,33 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from . import distributed as ddp
+from .callbacks import (
+    Callback,
+    Checkpointer,
+    EpochEnd,
+    EpochLog,
+    LRScheduleCallback,
+    NaNGuard,
+    OHEMSchedule,
+    ProgressBar,
+)
 from .fileio import atomic_write
-from .optim import LRSchedule, bn_stats_frozen
-from .registry import unknown_name_error
+from .optim import LRSchedule
+from .scores import SCORES, Scores
+from .steps import (  # noqa: F401 - the steps' public names stay importable from here
+    BBNStrategy,
+    COTStrategy,
+    FeatureLossStrategy,
+    SAMStrategy,
+    TrainStrategy,
+    create_strategy,
+    list_strategies,
+    register_strategy,
+)
+from .steps import unwrap as _unwrap
 
 
 class TrainingDiverged(RuntimeError):
@@ -34,216 +56,6 @@ class TrainingDiverged(RuntimeError):
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing or does not fit the model."""
-
-
-# ---------------------------------------------------------------------------------------------- strategies
-class TrainStrategy:
-    """One optimisation step on a batch. Subclasses override ``train_step`` and optionally the hooks."""
-
-    name = "plain"
-    bypasses_wrapper = False  # True: train_step calls the unwrapped model (no DDP gradient hooks)
-    supports_fp16 = True  # False: the step cannot work with a GradScaler
-
-    def on_epoch_start(self, trainer: Trainer, epoch_index: int) -> None:
-        """Called before each epoch (0-based index)."""
-
-    def history_fields(self) -> dict[str, float]:
-        """Extra per-epoch values for the history (e.g. the OHEM ratio)."""
-        return {}
-
-    def state_dict(self) -> dict[str, Any]:
-        """Strategy state that must survive a resume (e.g. a second optimizer)."""
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what ``state_dict`` returned."""
-
-    def train_step(
-        self, trainer: Trainer, x: torch.Tensor, y: torch.Tensor, *extra: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return (detached mean loss, detached logits). ``extra`` holds further batch items (BBN's second
-        sample)."""
-        trainer.optimizer.zero_grad(set_to_none=True)
-        with trainer.autocast():
-            logits = trainer.model(x)
-            loss = trainer.loss_fn(logits, y)
-        trainer.backward(loss)
-        trainer.step()
-        return loss.detach(), logits.detach()
-
-
-class OHEMStrategy(TrainStrategy):
-    """Plain step with an OHEM loss whose keep ratio follows a per-epoch schedule."""
-
-    name = "ohem"
-
-    def __init__(self, schedule: Callable[[int], float]):
-        self.schedule = schedule
-        self.ratio = 1.0
-
-    def on_epoch_start(self, trainer: Trainer, epoch_index: int) -> None:
-        if not hasattr(trainer.loss_fn, "ratio"):
-            raise TypeError("the OHEM strategy needs a loss with a `ratio` attribute (loss: ohem)")
-        self.ratio = float(self.schedule(epoch_index))
-        trainer.loss_fn.ratio = max(self.ratio, 1e-12)
-
-    def history_fields(self) -> dict[str, float]:
-        return {"ohem_ratio": self.ratio}
-
-
-class SAMStrategy(TrainStrategy):
-    """Sharpness-aware minimisation: ascent step, second forward/backward at w + e, descent step.
-
-    BatchNorm running statistics are updated by the first pass only.
-    """
-
-    name = "sam"
-    supports_fp16 = False  # the ascent step reads raw gradients; use amp: bf16
-
-    def train_step(
-        self, trainer: Trainer, x: torch.Tensor, y: torch.Tensor, *extra: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        opt = trainer.optimizer
-        if not hasattr(opt, "first_step"):
-            raise TypeError("the SAM strategy needs optimizer: sam")
-        opt.zero_grad(set_to_none=True)
-        with trainer.autocast():
-            logits = trainer.model(x)
-            loss = trainer.loss_fn(logits, y)
-        loss.backward()
-        opt.first_step(zero_grad=True)
-        with bn_stats_frozen(trainer.model), trainer.autocast():
-            trainer.loss_fn(trainer.model(x), y).backward()
-        trainer.clip_gradients()
-        opt.second_step(zero_grad=True)
-        return loss.detach(), logits.detach()
-
-
-class FeatureLossStrategy(TrainStrategy):
-    """A loss that also needs the last feature map: ``loss_fn(logits, features, target)`` (MC loss).
-
-    The model must offer ``forward_with_features(x) -> (logits, (B, C, H, W) features)``.
-    """
-
-    name = "features"
-    bypasses_wrapper = True  # calls the unwrapped model: gradients are averaged by hand under DDP
-
-    def train_step(
-        self, trainer: Trainer, x: torch.Tensor, y: torch.Tensor, *extra: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        model = _unwrap(trainer.model)
-        if not hasattr(model, "forward_with_features"):
-            raise TypeError(
-                f"loss needs feature maps, but {type(model).__name__} has no forward_with_features"
-            )
-        trainer.optimizer.zero_grad(set_to_none=True)
-        with trainer.autocast():
-            logits, features = model.forward_with_features(x)
-            loss = trainer.loss_fn(logits, features, y)
-        trainer.backward(loss)
-        trainer.step()
-        return loss.detach(), logits.detach()
-
-
-class BBNStrategy(TrainStrategy):
-    """Bilateral-branch step: uniform batch -> f_c, reversed batch -> f_r, one classifier on
-    ``2 * cat(alpha f_c, (1 - alpha) f_r)``, loss ``alpha CE(z, y_c) + (1 - alpha) CE(z, y_r)``.
-
-    ``alpha_fn`` takes the 1-indexed epoch (as the official code). The loader yields (x_c, y_c, x_r, y_r).
-    """
-
-    name = "bbn"
-    bypasses_wrapper = True
-
-    def __init__(self, alpha_fn: Callable[[int], float]):
-        self.alpha_fn = alpha_fn
-        self.alpha = 1.0
-
-    def on_epoch_start(self, trainer: Trainer, epoch_index: int) -> None:
-        self.alpha = float(self.alpha_fn(epoch_index + 1))
-
-    def history_fields(self) -> dict[str, float]:
-        return {"bbn_alpha": self.alpha}
-
-    def train_step(
-        self, trainer: Trainer, x: torch.Tensor, y: torch.Tensor, *extra: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        if len(extra) != 2:
-            raise TypeError(
-                "the BBN strategy needs batches (x_c, y_c, x_r, y_r) from a reversed-pair dataset"
-            )
-        x_r, y_r = extra
-        model = _unwrap(trainer.model)
-        a = self.alpha
-        trainer.optimizer.zero_grad(set_to_none=True)
-        with trainer.autocast():
-            logits = model.mix(model.branch_features(x, "c"), model.branch_features(x_r, "r"), a)
-            loss = a * trainer.loss_fn(logits, y) + (1 - a) * trainer.loss_fn(logits, y_r)
-        trainer.backward(loss)
-        trainer.step()
-        return loss.detach(), logits.detach()
-
-
-class COTStrategy(TrainStrategy):
-    """Complement objective training as the official code: a cross-entropy step, then a second forward on
-    the same batch (updated weights) with the complement entropy and its own optimizer (same LR schedule)."""
-
-    name = "cot"
-
-    def __init__(self, complement_loss: nn.Module, complement_optimizer: torch.optim.Optimizer):
-        self.complement_loss = complement_loss
-        self.complement_optimizer = complement_optimizer
-        self.last_complement = 0.0
-
-    def train_step(
-        self, trainer: Trainer, x: torch.Tensor, y: torch.Tensor, *extra: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        loss, logits = TrainStrategy.train_step(self, trainer, x, y)
-        for group, main in zip(
-            self.complement_optimizer.param_groups, trainer.optimizer.param_groups, strict=True
-        ):
-            group["lr"] = main["lr"]  # the complement optimizer follows the same schedule
-        self.complement_optimizer.zero_grad(set_to_none=True)
-        with trainer.autocast():
-            complement = self.complement_loss(trainer.model(x), y)
-        trainer.backward(complement)
-        trainer.step(self.complement_optimizer, clip=False)
-        return loss, logits
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"complement_optimizer": self.complement_optimizer.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if "complement_optimizer" in state:
-            self.complement_optimizer.load_state_dict(state["complement_optimizer"])
-
-
-_STRATEGIES: dict[str, Callable[..., TrainStrategy]] = {
-    "plain": TrainStrategy,
-    "ohem": OHEMStrategy,
-    "sam": SAMStrategy,
-    "features": FeatureLossStrategy,
-    "bbn": BBNStrategy,
-    "cot": COTStrategy,
-}
-
-
-def register_strategy(name: str) -> Callable:
-    def wrap(factory: Callable[..., TrainStrategy]) -> Callable[..., TrainStrategy]:
-        _STRATEGIES[name] = factory
-        return factory
-
-    return wrap
-
-
-def list_strategies() -> list[str]:
-    return sorted(_STRATEGIES)
-
-
-def create_strategy(name: str, **kwargs: Any) -> TrainStrategy:
-    if name not in _STRATEGIES:
-        raise unknown_name_error("strategy", name, list_strategies())
-    return _STRATEGIES[name](**kwargs)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -297,17 +109,6 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The user's model inside DistributedDataParallel and/or torch.compile wrappers."""
-    while True:
-        if isinstance(model, nn.parallel.DistributedDataParallel):
-            model = model.module
-        elif hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):  # torch.compile
-            model = model._orig_mod
-        else:
-            return model
-
-
 AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -325,7 +126,15 @@ def amp_dtype(amp: bool | str | None, device: torch.device) -> torch.dtype | Non
 
 # ---------------------------------------------------------------------------------------------- trainer
 class Trainer:
-    """Train a classifier; one history row per epoch; ``best.pt`` by validation top-1, ``last.pt`` every epoch."""
+    """Train a classifier; one history row per epoch; ``best.pt`` by the validation selection metric (top-1,
+    or micro-F1 for multi-label), ``last.pt`` every epoch.
+
+    ``scheduler`` (an ``LRSchedule``), ``ohem_schedule`` (keep ratio per 0-based epoch), the step's own
+    callbacks, ``callbacks`` (``Callback`` objects, or plain ``fn(trainer, row)`` called after each epoch),
+    and the built-ins (NaN guard, checkpoints with ``run_dir``, the epoch line with ``log``, a progress bar
+    with ``progress``) all hang on the same events. ``task``: 'single' or 'multilabel' picks the metrics
+    (``fgvc_lib.scores``); ``scores`` overrides them.
+    """
 
     def __init__(
         self,
@@ -341,15 +150,17 @@ class Trainer:
         seed: int = 0,
         progress: bool = True,
         grad_clip: float | None = None,
-        amp: bool = False,
+        amp: bool | str = False,
         log: Callable[[str], None] | None = print,
         checkpoint_extra: dict[str, Any] | None = None,
         task: str = "single",
+        scores: Callable[..., Scores] | None = None,
         channels_last: bool = False,
         compile: bool = False,  # noqa: A002 - the parameter name users know from torch.compile
         batch_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
         eval_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-        callbacks: Iterable[Callable[[Trainer, dict[str, float]], None]] = (),
+        ohem_schedule: Callable[[int], float] | None = None,
+        callbacks: Iterable[Callback | Callable[[Any, dict[str, float]], None]] = (),
         check_every: int = 50,
     ):
         self.device = ddp.rank_device(torch.device(device))
@@ -374,8 +185,6 @@ class Trainer:
         # uint8 image batches (decode-once cache) become normalised floats on the device
         self.batch_transform = batch_transform
         self.eval_transform = eval_transform
-        self.callbacks = list(callbacks)
-        self.check_every = max(1, int(check_every))
         self.optimizer = optimizer
         self.loss_fn = loss_fn.to(self.device) if isinstance(loss_fn, nn.Module) else loss_fn
         self.epochs = epochs
@@ -386,33 +195,71 @@ class Trainer:
         self.grad_clip = grad_clip
         self.log = (log or (lambda msg: None)) if self.dist.is_main else (lambda msg: None)
         self.checkpoint_extra = dict(checkpoint_extra or {})
-        if task not in ("single", "multilabel"):
-            raise ValueError(f"task: expected 'single' or 'multilabel', got {task!r}")
-        # multilabel: sigmoid outputs, 0/1 target vectors; accuracy = exact match at 0.5, plus micro-F1
+        if scores is None:
+            if task not in SCORES:
+                raise ValueError(f"task: expected 'single' or 'multilabel', got {task!r}")
+            scores = SCORES[task]
         self.task = task
+        self.train_scores, self.eval_scores = scores(), scores(evaluation=True)
         self.history: list[dict[str, float]] = []
+        self.last_train: dict[str, Any] = {}
+        self.steps_per_epoch: int | None = None
         self.epoch = 0  # epochs completed
         self.best_metric = -math.inf
         self.best_epoch = 0
+        built_in: list[Callback] = [NaNGuard(check_every), Checkpointer()]
+        if scheduler is not None:
+            built_in.append(LRScheduleCallback(scheduler))
+        if ohem_schedule is not None:
+            built_in.append(OHEMSchedule(ohem_schedule))
+        if log is not None:
+            built_in.append(EpochLog())
+        if progress:
+            built_in.append(ProgressBar())
+        self.callbacks: list[Callback] = []
+        for cb in [*built_in, *self.strategy.callbacks(), *callbacks]:
+            self.add_callback(cb)
 
-    # ------------------------------------------------------------------ small pieces
+    # ------------------------------------------------------------------ events
+    def add_callback(self, callback: Callback | Callable[[Any, dict[str, float]], None]) -> Callback:
+        """Add a callback (a plain ``fn(trainer, row)`` is called after every epoch)."""
+        cb = callback if isinstance(callback, Callback) else EpochEnd(callback)
+        self.callbacks.append(cb)
+        self.callbacks.sort(key=lambda c: c.order)  # stable: same order keeps insertion order
+        return cb
+
+    def fire(self, event: str, *args: Any) -> None:
+        """Call ``event`` on every callback, in ``order``."""
+        for cb in self.callbacks:
+            getattr(cb, event)(self, *args)
+
+    # ------------------------------------------------------------------ pieces the steps call
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.amp_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def compute_loss(self, *args: torch.Tensor) -> torch.Tensor:
+        """``loss_fn(*args)``; fires ``after_loss``."""
+        loss = self.loss_fn(*args)
+        self.fire("after_loss", loss)
+        return loss
 
     def clip_gradients(self) -> None:
         if self.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
 
     def backward(self, loss: torch.Tensor) -> None:
-        """``loss.backward()``, scaled under fp16."""
+        """``loss.backward()``, scaled under fp16; fires ``before_backward`` / ``after_backward``."""
+        self.fire("before_backward")
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+        self.fire("after_backward")
 
     def step(self, optimizer: torch.optim.Optimizer | None = None, *, clip: bool = True) -> None:
-        """Optimizer step after backward: gradients averaged across ranks when the strategy bypassed the DDP
-        wrapper, unscaled (fp16), clipped, then stepped."""
+        """Optimizer step after backward: gradients averaged across ranks when the step bypassed the DDP
+        wrapper, unscaled (fp16), clipped, then stepped; fires ``before_step`` / ``after_step``."""
         optimizer = optimizer or self.optimizer
+        self.fire("before_step")
         if self.dist.enabled and getattr(self.strategy, "bypasses_wrapper", False):
             ddp.average_gradients(_unwrap(self.model))
         if self.scaler is not None:
@@ -424,6 +271,7 @@ class Trainer:
             self.scaler.update()
         else:
             optimizer.step()
+        self.fire("after_step")
 
     @property
     def lr(self) -> float:
@@ -432,6 +280,9 @@ class Trainer:
     @property
     def checkpoint_dir(self) -> Path | None:
         return self.run_dir / "checkpoints" if self.run_dir else None
+
+    def save(self, state: dict[str, Any], path: str | Path) -> Path:
+        return atomic_torch_save(state, path)
 
     def _to_device(self, batch: Any, transform: Callable | None = None) -> tuple[torch.Tensor, ...]:
         """Move a batch to the device (non-blocking from pinned memory on CUDA); uint8 image batches go
@@ -452,20 +303,11 @@ class Trainer:
             out.append(t)
         return tuple(out)
 
-    def _bar(self, loader: Iterable, desc: str) -> Iterable:
-        if not self.progress:
-            return loader
-        try:  # widget bars in Jupyter when ipywidgets is there, plain text bars otherwise
-            import ipywidgets  # noqa: F401
-            from tqdm.auto import tqdm
-        except ImportError:
-            from tqdm import tqdm
-
-        return tqdm(loader, desc=desc, leave=False, dynamic_ncols=True)
-
     # ------------------------------------------------------------------ training
     def fit(self, train_loader: Iterable, val_loader: Iterable | None = None) -> list[dict[str, float]]:
         """Train from ``self.epoch`` to ``self.epochs``; returns the history (one dict per epoch)."""
+        self.steps_per_epoch = len(train_loader) if hasattr(train_loader, "__len__") else None
+        self.fire("before_fit")
         while self.epoch < self.epochs:
             index = self.epoch
             # Each epoch draws from its own seed, so a resumed run repeats the uninterrupted one.
@@ -476,107 +318,58 @@ class Trainer:
             for part in (getattr(train_loader, "dataset", None), getattr(train_loader, "sampler", None)):
                 if hasattr(part, "set_epoch"):  # per-epoch draws of samplers / BBN's reversed pairs
                     part.set_epoch(index)
-            self.strategy.on_epoch_start(self, index)
+            self.fire("before_epoch", index)
             lr = self.lr
             start = time.perf_counter()
-            train = self._train_epoch(train_loader, index)
-            row: dict[str, float] = {
-                "epoch": index + 1,
-                "train_loss": train["loss"],
-                "train_acc": train["top1"],
-            }
-            if self.task == "multilabel":
-                row["train_f1"] = train["f1"]
+            train = self.last_train = self._train_epoch(train_loader)
+            row: dict[str, float] = {"epoch": index + 1, "train_loss": train["loss"]}
+            row |= self.train_scores.row("train", train)
             if val_loader is not None:
                 val = self.evaluate(val_loader)
-                row.update(val_loss=val["loss"], val_acc=val["top1"])
-                row.update({"val_f1": val["f1"]} if self.task == "multilabel" else {"val_top5": val["top5"]})
+                row |= {"val_loss": val["loss"], **self.eval_scores.row("val", val)}
             row["lr"] = lr
-            row.update(self.strategy.history_fields())
+            for cb in self.callbacks:
+                row |= cb.history_fields(self)
             row["seconds"] = time.perf_counter() - start
             self.history.append(row)
             self.epoch = index + 1
-            if self.scheduler is not None:
-                self.scheduler.step_epoch(row.get("val_loss", row["train_loss"]))
-            self._after_epoch(row)
-            for callback in self.callbacks:
-                callback(self, row)
+            key = self.train_scores.selection
+            metric = row.get(f"val_{key}", row[f"train_{key}"])
+            if metric > self.best_metric:
+                self.best_metric, self.best_epoch = metric, index + 1
+            self.fire("after_epoch", row)
+        self.fire("after_fit")
         return self.history
 
-    def _train_epoch(self, loader: Iterable, index: int) -> dict[str, float]:
+    def _train_epoch(self, loader: Iterable) -> dict[str, Any]:
         self.model.train()
-        loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device, dtype=torch.long)
-        counts = torch.zeros(3, device=self.device, dtype=torch.long)  # multilabel tp, fp, fn
-        # first step whose loss was not finite, tracked on the device: no host sync per step; checked every
-        # ``check_every`` steps (and at the end), so training stops within that many steps of a NaN
-        first_bad = torch.full((), -1, device=self.device, dtype=torch.long)
+        loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
+        self.train_scores.reset(self.device)
         seen = 0
-        step = -1
-        for step, batch in enumerate(self._bar(loader, f"epoch {index + 1}/{self.epochs}")):
+        for step, batch in enumerate(loader):
+            self.fire("before_batch", step)
             x, y, *extra = self._to_device(batch, self.batch_transform)
             loss, logits = self.strategy.train_step(self, x, y, *extra)
-            if self.scheduler is not None:
-                self.scheduler.step_batch()
-            bad = (first_bad < 0) & ~torch.isfinite(loss)
-            first_bad = torch.where(bad, torch.full_like(first_bad, step), first_bad)
-            if step % self.check_every == 0 and int(first_bad) >= 0:
-                self._diverged(index, int(first_bad))
-            loss_sum += loss.float() * y.shape[0]
-            if self.task == "multilabel":
-                pred, truth = logits > 0, y > 0.5
-                correct += (pred == truth).all(1).sum()
-                counts += torch.stack([(pred & truth).sum(), (pred & ~truth).sum(), (~pred & truth).sum()])
-            else:
-                correct += (logits.argmax(1) == y).sum()
+            loss_sum += loss.double() * y.shape[0]
+            self.train_scores.update(logits, self.strategy.metric_targets(y, tuple(extra)))
             seen += y.shape[0]
-        if step >= 0 and int(first_bad) >= 0:
-            self._diverged(index, int(first_bad))
+            self.fire("after_batch", step, loss, logits)
+        self.fire("after_train_epoch")
+        totals = torch.cat([loss_sum.view(1), self.train_scores.sums(),
+                            torch.tensor([seen], dtype=torch.float64, device=self.device)])
         if self.dist.enabled:  # epoch sums over all ranks
-            totals = torch.cat([loss_sum.double().view(1), correct.double().view(1), counts.double(),
-                                torch.tensor([seen], dtype=torch.float64, device=self.device)])
             ddp.all_reduce_sum(totals)
-            loss_sum, correct, counts, seen = totals[0], totals[1], totals[2:5], int(totals[5])
+        seen = int(totals[-1])
         if seen == 0:
-            raise ValueError(
-                "the training loader yielded no batches (batch_size larger than the training set?)"
-            )
-        out = {"loss": float(loss_sum) / seen, "top1": float(correct) / seen}
-        if self.task == "multilabel":
-            tp, fp, fn = (float(v) for v in counts)
-            out["f1"] = 2 * tp / max(2 * tp + fp + fn, 1.0)
-        return out
+            raise ValueError("the training loader yielded no batches (batch_size larger than the training set?)")
+        return {"loss": float(totals[0]) / seen, **self.train_scores.result(totals[1:-1], seen)}
 
-    def _diverged(self, index: int, step: int | None) -> None:
+    def diverged(self, index: int, step: int | None) -> None:
         where = f"epoch {index + 1}" + (f", step {step + 1}" if step is not None else "")
         raise TrainingDiverged(
             f"training loss became NaN/inf at {where}; training stopped, the last good checkpoint is kept "
             f"({self.checkpoint_dir / 'last.pt' if self.checkpoint_dir else 'no run_dir'}). Lower `lr`?"
         )
-
-    def _after_epoch(self, row: dict[str, float]) -> None:
-        parts = [
-            f"epoch {int(row['epoch'])}/{self.epochs}",
-            f"train_loss {row['train_loss']:.4f}",
-            f"train_acc {row['train_acc']:.3f}",
-        ]
-        if "val_loss" in row:
-            parts += [f"val_loss {row['val_loss']:.4f}", f"val_acc {row['val_acc']:.3f}"]
-        parts += [f"lr {row['lr']:.3g}", f"{row['seconds']:.1f}s"]
-        key = "f1" if self.task == "multilabel" else "acc"
-        metric = row.get(f"val_{key}", row[f"train_{key}"])
-        improved = metric > self.best_metric
-        if improved:
-            self.best_metric, self.best_epoch = metric, int(row["epoch"])
-            parts.append("*")
-        self.log("  ".join(parts))
-        if self.run_dir is not None and self.dist.is_main:  # only rank 0 writes
-            self.write_history(self.run_dir / "history.csv")
-            state = self.state_dict()
-            if improved:
-                atomic_torch_save(state, self.checkpoint_dir / "best.pt")
-            atomic_torch_save(state, self.checkpoint_dir / "last.pt")
-        ddp.barrier()  # other ranks read best.pt / last.pt only after rank 0 wrote them
 
     def write_history(self, path: str | Path) -> Path:
         """Write the history as CSV (atomic)."""
@@ -615,24 +408,18 @@ class Trainer:
     def evaluate(self, loader: Iterable) -> dict[str, float]:
         """Single-label: mean cross-entropy, top-1 and top-5 accuracy. Multilabel: the training loss,
         exact-match accuracy ('top1') and micro-F1 ('f1') at threshold 0.5."""
+        self.fire("before_eval")
         logits, targets = self.predict(loader)
-        if self.task == "multilabel":
-            pred, truth = logits > 0, targets > 0.5
-            tp, fp, fn = (pred & truth).sum(), (pred & ~truth).sum(), (~pred & truth).sum()
-            with torch.no_grad():
-                loss = self.loss_fn(logits.to(self.device), targets.to(self.device).float())
-            return {
-                "loss": float(loss),
-                "top1": float((pred == truth).all(1).float().mean()),
-                "f1": float(2 * tp / max(int(2 * tp + fp + fn), 1)),
-            }
-        k = min(5, logits.shape[1])
-        top5 = logits.topk(k, dim=1).indices.eq(targets[:, None]).any(1).float().mean()
-        return {
-            "loss": float(F.cross_entropy(logits, targets)),
-            "top1": float((logits.argmax(1) == targets).float().mean()),
-            "top5": float(top5),
-        }
+        scores = self.eval_scores
+        scores.reset(logits.device)
+        scores.update(logits, [(1.0, targets)])
+        results = scores.result(scores.sums(), len(targets))
+        results["loss"] = scores.eval_loss(
+            logits, targets, lambda a, b: self.loss_fn(a.to(self.device), b.to(self.device))
+        )
+        results = {"loss": results.pop("loss"), **results}
+        self.fire("after_eval", results)
+        return results
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:

@@ -1,5 +1,4 @@
-"""Classification metrics: top-k accuracy, on-device accumulators (host sync only in ``compute()``) and
-long-tailed evaluation (per-class accuracy, head / medium / tail groups)."""
+"""Classification metrics: top-k accuracy and long-tailed evaluation (per-class accuracy, head / medium / tail groups)."""
 
 from __future__ import annotations
 
@@ -13,12 +12,9 @@ __all__ = [
     "topk_correct",
     "topk_accuracy",
     "accuracy",
-    "RunningAverage",
-    "MetricAccumulator",
     "per_class_accuracy",
     "shot_groups",
     "group_accuracy",
-    "topk_error",
 ]
 
 
@@ -59,73 +55,6 @@ def accuracy(logits: Tensor, targets: Tensor) -> float:
     """Top-1 accuracy as a fraction in [0, 1]."""
     return topk_accuracy(logits, targets, ks=(1,))[1]
 
-
-class RunningAverage:
-    """Weighted mean of scalars; tensors are summed on their device; host sync only in compute()."""
-
-    def __init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
-        """Forget everything accumulated so far."""
-        self._sum: Tensor | float = 0.0
-        self.count = 0
-
-    def update(self, value: Tensor | float, n: int = 1) -> None:
-        """Add ``value`` (e.g. a batch-mean loss) with weight ``n`` (e.g. the batch size)."""
-        if isinstance(value, Tensor):
-            value = value.detach()
-        self._sum = self._sum + value * n
-        self.count += n
-
-    def compute(self) -> float:
-        """The weighted mean (one host sync)."""
-        if self.count == 0:
-            raise ValueError("RunningAverage.compute() called before any update()")
-        return float(self._sum) / self.count
-
-
-class MetricAccumulator:
-    """Sums loss * batch and top-k correct counts on the device over an epoch; ``compute()`` syncs once."""
-
-    def __init__(self, ks: Sequence[int] = (1, 5)) -> None:
-        self.ks = tuple(ks)
-        self.reset()
-
-    def reset(self) -> None:
-        """Start a new epoch."""
-        self._loss_sum: Tensor | float = 0.0
-        self._loss_count = 0
-        self._correct: Tensor | None = None
-        self.count = 0
-
-    def update(self, logits: Tensor, targets: Tensor, loss: Tensor | float | None = None) -> None:
-        """Add one batch; ``loss`` is the batch-mean loss (weighted by the batch size)."""
-        batch = len(targets)
-        correct = topk_correct(logits, targets, self.ks)
-        self._correct = correct if self._correct is None else self._correct + correct
-        self.count += batch
-        if loss is not None:
-            if isinstance(loss, Tensor):
-                loss = loss.detach()
-            self._loss_sum = self._loss_sum + loss * batch
-            self._loss_count += batch
-
-    def compute(self) -> dict[str, float]:
-        """``{'loss': mean loss (if any was given), 'top{k}': accuracy in [0, 1], ..., 'count': samples}``."""
-        if self.count == 0:
-            raise ValueError("MetricAccumulator.compute() called before any update()")
-        out: dict[str, float] = {}
-        if self._loss_count:
-            out["loss"] = float(self._loss_sum) / self._loss_count
-        assert self._correct is not None
-        for k, c in zip(self.ks, self._correct.tolist(), strict=True):
-            out[f"top{k}"] = c / self.count
-        out["count"] = float(self.count)
-        return out
-
-
-# ------------------------------------------------------------------------------ long-tailed evaluation
 
 ArrayLike = Tensor | np.ndarray | Sequence[int]
 
@@ -188,8 +117,3 @@ def group_accuracy(per_class_acc: ArrayLike, groups: dict[str, np.ndarray]) -> d
         values = values[~np.isnan(values)]
         out[f"{name}_acc"] = float(values.mean()) if values.size else float("nan")
     return out
-
-
-def topk_error(logits: Tensor, targets: Tensor, k: int = 1) -> float:
-    """Fraction (0..1) of samples whose target is not among the top-k logits (k clamped to C)."""
-    return 1.0 - topk_accuracy(torch.as_tensor(logits), torch.as_tensor(targets), ks=(k,))[k]

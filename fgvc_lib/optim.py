@@ -1,7 +1,37 @@
 """Optimizers (SGD/Adam/AdamW and SAM), BatchNorm helpers for SAM, and LR schedules behind one stepping API.
 
-Registries follow the timm style: ``create_optimizer`` / ``list_optimizers`` and ``create_scheduler`` /
-``list_schedulers``; unknown names raise ``ValueError`` listing the choices.
+Two registries (:class:`fgvc_lib.registry.Registry`): ``OPTIMIZERS`` and ``SCHEDULERS``, with the timm-style
+wrappers ``register_optimizer`` / ``create_optimizer`` / ``list_optimizers`` and ``register_scheduler`` /
+``create_scheduler`` / ``list_schedulers``. An unknown name is a ValueError listing the choices; an option a
+factory does not take (e.g. ``rho`` for ``sgd``, ``momentum`` for ``adam``) is a TypeError naming it.
+
+Every keyword is named after the experiment parameter that sets it (``fgvc_lib.config``), so an experiment
+builds both without branching on the name::
+
+    optimizer = OPTIMIZERS.create_from(p.optimizer, p, model.parameters())
+    scheduler = SCHEDULERS.create_from(p.scheduler, p, optimizer, steps_per_epoch=len(train_loader))
+
+Optimizers, ``factory(params, **options)``:
+
+- ``sgd``: lr, momentum (0.9), weight_decay (0), nesterov (False)
+- ``adam`` / ``adamw``: lr, weight_decay (0), betas ((0.9, 0.999)), eps (1e-8)
+- ``sam`` (SGD base): lr, momentum (0.9), weight_decay (0), nesterov (False), rho (0.05)
+- ``sam_adamw``: lr, weight_decay (0), betas, eps, rho (0.05)
+
+LR schedules, ``factory(optimizer, *, epochs, steps_per_epoch, **options)`` (a SAM optimizer is scheduled
+through its base optimizer; ``lr_min`` is always the lowest LR):
+
+- ``none``: no option
+- ``plateau`` (steps on the validation loss): factor (0.5), patience (4), cooldown (1), threshold (1e-4),
+  lr_min (0)
+- ``cosine`` (per epoch, over ``epochs``): lr_min (0)
+- ``cosine_restarts`` (per batch): t0 (epochs per cycle; default epochs // 4), t_mult (1), lr_min (0)
+- ``exponential`` (per epoch, lr0 * lr_decay ** (epoch / lr_period)): lr_decay (0.8), lr_period (3)
+- ``onecycle`` (per batch, peak = the optimizer's LR): pct_start (0.3), div_factor (25), lr_min (lowest LR at
+  the end; default peak / div_factor / 1e4) or final_div_factor (not both), base_momentum (0.85),
+  max_momentum (0.95), cycle_momentum (True)
+- ``multistep`` (per epoch): lr_steps (epochs at which the LR is multiplied by lr_gamma; required, may be
+  empty), lr_gamma (0.1)
 """
 
 from __future__ import annotations
@@ -14,17 +44,19 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer, lr_scheduler
 
-from .registry import check_kwargs, unknown_name_error
+from .registry import Registry
 
 __all__ = [
     "SAM",
     "disable_running_stats",
     "enable_running_stats",
     "bn_stats_frozen",
+    "OPTIMIZERS",
     "register_optimizer",
     "create_optimizer",
     "list_optimizers",
     "LRSchedule",
+    "SCHEDULERS",
     "register_scheduler",
     "create_scheduler",
     "list_schedulers",
@@ -185,64 +217,35 @@ def bn_stats_frozen(model: nn.Module) -> Iterator[nn.Module]:
 
 # --------------------------------------------------------------------------------------------- optimizers
 
-_OPTIMIZERS: dict[str, Callable[..., Optimizer]] = {}
+OPTIMIZERS: Registry[Callable[..., Optimizer]] = Registry("optimizer")
+"""``factory(params, **options) -> Optimizer`` by name (options: see the module docstring)."""
 
+register_optimizer = OPTIMIZERS.register  # register_optimizer(name, factory=None, *, replace=False)
+create_optimizer = OPTIMIZERS.create  # create_optimizer(name, params, **options); unknown options: TypeError
+list_optimizers = OPTIMIZERS.names
 
-def register_optimizer(name: str) -> Callable[[Callable[..., Optimizer]], Callable[..., Optimizer]]:
-    """Decorator registering ``factory(params, **hparams) -> Optimizer`` under ``name``."""
-
-    def decorator(factory: Callable[..., Optimizer]) -> Callable[..., Optimizer]:
-        if name in _OPTIMIZERS:
-            raise ValueError(f"Optimizer {name!r} is already registered")
-        _OPTIMIZERS[name] = factory
-        return factory
-
-    return decorator
-
-
-def list_optimizers() -> list[str]:
-    """Sorted names of all registered optimizers."""
-    return sorted(_OPTIMIZERS)
-
-
-def create_optimizer(
-    name: str,
-    params: Iterable[Any],
-    *,
-    lr: float,
-    weight_decay: float = 0.0,
-    momentum: float = 0.9,
-    rho: float = 0.05,
-    betas: tuple[float, float] = (0.9, 0.999),
-    eps: float = 1e-8,
-    nesterov: bool = False,
-) -> Optimizer:
-    """Build optimizer ``name``; hyper-parameters it does not use (e.g. ``rho`` for ``sgd``) are ignored."""
-    if name not in _OPTIMIZERS:
-        raise unknown_name_error("optimizer", name, list_optimizers())
-    hp = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, rho=rho, betas=tuple(betas), eps=eps)
-    return _OPTIMIZERS[name](params, nesterov=nesterov, **hp)
+_BETAS = (0.9, 0.999)
 
 
 @register_optimizer("sgd")
 def _sgd(
-    params: Iterable[Any], *, lr: float, weight_decay: float, momentum: float, nesterov: bool, **_: Any
+    params: Iterable[Any], *, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, nesterov: bool = False
 ) -> Optimizer:
     return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
 
 
 @register_optimizer("adam")
 def _adam(
-    params: Iterable[Any], *, lr: float, weight_decay: float, betas: tuple, eps: float, **_: Any
+    params: Iterable[Any], *, lr: float, weight_decay: float = 0.0, betas: Sequence[float] = _BETAS, eps: float = 1e-8
 ) -> Optimizer:
-    return torch.optim.Adam(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+    return torch.optim.Adam(params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
 
 
 @register_optimizer("adamw")
 def _adamw(
-    params: Iterable[Any], *, lr: float, weight_decay: float, betas: tuple, eps: float, **_: Any
+    params: Iterable[Any], *, lr: float, weight_decay: float = 0.0, betas: Sequence[float] = _BETAS, eps: float = 1e-8
 ) -> Optimizer:
-    return torch.optim.AdamW(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+    return torch.optim.AdamW(params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
 
 
 @register_optimizer("sam")
@@ -250,28 +253,29 @@ def _sam_sgd(
     params: Iterable[Any],
     *,
     lr: float,
-    weight_decay: float,
-    momentum: float,
-    nesterov: bool,
-    rho: float,
-    **_: Any,
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    nesterov: bool = False,
+    rho: float = 0.05,
 ) -> Optimizer:
     return SAM(
-        params,
-        torch.optim.SGD,
-        rho=rho,
-        lr=lr,
-        momentum=momentum,
-        weight_decay=weight_decay,
-        nesterov=nesterov,
+        params, torch.optim.SGD, rho=rho, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov
     )
 
 
 @register_optimizer("sam_adamw")
 def _sam_adamw(
-    params: Iterable[Any], *, lr: float, weight_decay: float, betas: tuple, eps: float, rho: float, **_: Any
+    params: Iterable[Any],
+    *,
+    lr: float,
+    weight_decay: float = 0.0,
+    betas: Sequence[float] = _BETAS,
+    eps: float = 1e-8,
+    rho: float = 0.05,
 ) -> Optimizer:
-    return SAM(params, torch.optim.AdamW, rho=rho, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+    return SAM(
+        params, torch.optim.AdamW, rho=rho, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay
+    )
 
 
 # ------------------------------------------------------------------------------------------- LR schedules
@@ -363,39 +367,26 @@ class LRSchedule:
         return f"LRSchedule({self.name!r}, interval={self.interval!r}, lr={self.lr:.6g}, epoch={self.epoch})"
 
 
-_SCHEDULERS: dict[str, Callable[..., LRSchedule]] = {}
+class _ScheduleRegistry(Registry[Callable[..., LRSchedule]]):
+    """LR schedules: ``create`` (and so ``create_from``) checks ``epochs`` / ``steps_per_epoch`` and schedules
+    a SAM optimizer through its base optimizer (they share the param groups)."""
+
+    def create(self, name: str, optimizer: Optimizer, /, *args: Any, **kwargs: Any) -> LRSchedule:
+        factory = self.check(name, optimizer, *args, **kwargs)
+        for key in ("epochs", "steps_per_epoch"):
+            if key in kwargs and int(kwargs[key]) < 1:
+                raise ValueError(f"LR scheduler {name!r}: {key} must be >= 1, got {kwargs[key]!r}")
+        if isinstance(optimizer, SAM):
+            optimizer = optimizer.base_optimizer
+        return factory(optimizer, *args, **kwargs)
 
 
-def register_scheduler(name: str) -> Callable[[Callable[..., LRSchedule]], Callable[..., LRSchedule]]:
-    """Decorator registering ``factory(optimizer, *, epochs, steps_per_epoch, **kw) -> LRSchedule``."""
+SCHEDULERS = _ScheduleRegistry("LR scheduler")
+"""``factory(optimizer, *, epochs, steps_per_epoch, **options) -> LRSchedule`` by name (see the module docstring)."""
 
-    def decorator(factory: Callable[..., LRSchedule]) -> Callable[..., LRSchedule]:
-        if name in _SCHEDULERS:
-            raise ValueError(f"LR scheduler {name!r} is already registered")
-        _SCHEDULERS[name] = factory
-        return factory
-
-    return decorator
-
-
-def list_schedulers() -> list[str]:
-    """Sorted names of all registered LR schedules."""
-    return sorted(_SCHEDULERS)
-
-
-def create_scheduler(
-    name: str, optimizer: Optimizer, *, epochs: int, steps_per_epoch: int, **kw: Any
-) -> LRSchedule:
-    """Build LR schedule ``name``; a SAM optimizer is scheduled through its base optimizer (shared groups)."""
-    if name not in _SCHEDULERS:
-        raise unknown_name_error("LR scheduler", name, list_schedulers())
-    if epochs < 1 or steps_per_epoch < 1:
-        raise ValueError(f"epochs and steps_per_epoch must be >= 1, got {epochs} and {steps_per_epoch}")
-    factory = _SCHEDULERS[name]
-    check_kwargs("LR scheduler", name, factory, {"epochs": 0, "steps_per_epoch": 0, **kw})
-    if isinstance(optimizer, SAM):
-        optimizer = optimizer.base_optimizer
-    return factory(optimizer, epochs=epochs, steps_per_epoch=steps_per_epoch, **kw)
+register_scheduler = SCHEDULERS.register  # register_scheduler(name, factory=None, *, replace=False)
+create_scheduler = SCHEDULERS.create  # create_scheduler(name, optimizer, *, epochs, steps_per_epoch, **options)
+list_schedulers = SCHEDULERS.names
 
 
 def _initial_lrs(optimizer: Optimizer) -> list[float]:
@@ -417,7 +408,7 @@ def _plateau(
     patience: int = 4,
     cooldown: int = 1,
     threshold: float = 1e-4,
-    min_lr: float = 0.0,
+    lr_min: float = 0.0,
 ) -> LRSchedule:
     sched = lr_scheduler.ReduceLROnPlateau(
         optimizer,
@@ -426,7 +417,7 @@ def _plateau(
         patience=patience,
         cooldown=cooldown,
         threshold=threshold,
-        min_lr=min_lr,
+        min_lr=lr_min,
     )
     return LRSchedule("plateau", optimizer, sched, interval="val_loss")
 
@@ -439,10 +430,10 @@ def _cosine_restarts(
     steps_per_epoch: int,
     t0: int | None = None,
     t_mult: int = 1,
-    eta_min: float = 0.0,
+    lr_min: float = 0.0,
 ) -> LRSchedule:
     t0 = max(1, epochs // 4) if t0 is None else t0
-    sched = lr_scheduler.CosineAnnealingWarmRestarts(optimizer, T_0=t0, T_mult=t_mult, eta_min=eta_min)
+    sched = lr_scheduler.CosineAnnealingWarmRestarts(optimizer, T_0=t0, T_mult=t_mult, eta_min=lr_min)
     return LRSchedule(
         "cosine_restarts",
         optimizer,
@@ -454,20 +445,20 @@ def _cosine_restarts(
 
 
 @register_scheduler("cosine")
-def _cosine(optimizer: Optimizer, *, epochs: int, steps_per_epoch: int, eta_min: float = 0.0) -> LRSchedule:
-    sched = lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs, eta_min=eta_min)
+def _cosine(optimizer: Optimizer, *, epochs: int, steps_per_epoch: int, lr_min: float = 0.0) -> LRSchedule:
+    sched = lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs, eta_min=lr_min)
     return LRSchedule("cosine", optimizer, sched, interval="epoch")
 
 
 @register_scheduler("exponential")
 def _exponential(
-    optimizer: Optimizer, *, epochs: int, steps_per_epoch: int, factor: float = 0.8, period: float = 3
+    optimizer: Optimizer, *, epochs: int, steps_per_epoch: int, lr_decay: float = 0.8, lr_period: float = 3
 ) -> LRSchedule:
-    if period <= 0:
-        raise ValueError(f"exponential LR schedule needs period > 0, got period={period!r}")
+    if lr_period <= 0:
+        raise ValueError(f"exponential LR schedule needs lr_period > 0, got lr_period={lr_period!r}")
 
     def decay(epoch: int) -> float:
-        return factor ** (epoch / period)
+        return lr_decay ** (epoch / lr_period)
 
     sched = lr_scheduler.LambdaLR(optimizer, decay)
     return LRSchedule("exponential", optimizer, sched, interval="epoch")
@@ -481,19 +472,27 @@ def _onecycle(
     steps_per_epoch: int,
     pct_start: float = 0.3,
     div_factor: float = 25.0,
-    final_div_factor: float = 1e4,
+    final_div_factor: float | None = None,
+    lr_min: float | None = None,
     base_momentum: float = 0.85,
     max_momentum: float = 0.95,
     cycle_momentum: bool = True,
 ) -> LRSchedule:
+    """The LR ends at peak / div_factor / final_div_factor; ``lr_min`` sets that end LR instead (from the
+    first group's peak: final_div_factor = max(peak / div_factor / max(lr_min, 1e-12), 1))."""
     total = epochs * steps_per_epoch
+    peaks = _initial_lrs(optimizer)
+    if lr_min is not None and final_div_factor is not None:
+        raise ValueError("LR scheduler 'onecycle': give lr_min or final_div_factor, not both")
+    if lr_min is not None:
+        final_div_factor = max(peaks[0] / div_factor / max(lr_min, 1e-12), 1.0)
     sched = lr_scheduler.OneCycleLR(
         optimizer,
-        max_lr=_initial_lrs(optimizer),
+        max_lr=peaks,
         total_steps=total,
         pct_start=pct_start,
         div_factor=div_factor,
-        final_div_factor=final_div_factor,
+        final_div_factor=1e4 if final_div_factor is None else final_div_factor,
         base_momentum=base_momentum,
         max_momentum=max_momentum,
         cycle_momentum=cycle_momentum,
@@ -514,10 +513,12 @@ def _multistep(
     *,
     epochs: int,
     steps_per_epoch: int,
-    milestones: Sequence[int] | None = None,
-    gamma: float = 0.1,
+    lr_steps: Sequence[int],
+    lr_gamma: float = 0.1,
 ) -> LRSchedule:
-    if milestones is None:
-        raise TypeError("LR scheduler 'multistep' needs milestones=[epoch, ...]")
-    sched = lr_scheduler.MultiStepLR(optimizer, milestones=list(milestones), gamma=gamma)
+    """The LR is multiplied by ``lr_gamma`` in each (1-based) epoch of ``lr_steps`` (none: a constant LR).
+
+    As BBN's loop, which steps its MultiStepLR before each 1-based epoch, so ``LR_STEP [120, 160]`` takes effect
+    in epochs 120 and 160. This schedule steps after each epoch, so its milestones are ``lr_steps - 1``."""
+    sched = lr_scheduler.MultiStepLR(optimizer, milestones=[int(m) - 1 for m in lr_steps], gamma=lr_gamma)
     return LRSchedule("multistep", optimizer, sched, interval="epoch")

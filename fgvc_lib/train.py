@@ -15,8 +15,8 @@ import sys
 from typing import Any
 
 from .catalog import get_notebook, notebook_names
-from .cli import load_values
 from .config import ParameterError, params_class
+from .execution import load_values
 
 
 def experiment_class(notebook: str) -> type:

@@ -21,7 +21,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch import nn
 
 from fgvc_lib.config import BirdParams, Cifar100Params, InatBBNParams, ParameterError
 from fgvc_lib.data.cifar import BASE_FOLDER, read_cifar100
@@ -43,6 +42,10 @@ from fgvc_lib.models import create_model
 from fgvc_lib.runs import RunDirError, prepare_run_dir, write_metrics, write_params
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+# what the fixtures below return: factories of bird parameters, of Trainers and of finished run folders
+BirdValues = Callable[..., dict[str, Any]]
+MakeTrainer = Callable[[int, Path | None], Trainer]
+MakeRun = Callable[..., Path]
 ML_LABELS = ("car", "dog")
 
 
@@ -133,38 +136,36 @@ def _cifar(root: Path, fine_labels: list[int]) -> Path:
     return root
 
 
-def _trainer(num_classes: int, run_dir: Path | None) -> Trainer:
-    model = create_model("resnet18", num_classes)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    return Trainer(
-        model, optimizer, nn.CrossEntropyLoss(), epochs=1, run_dir=run_dir, progress=False, log=None
-    )
+@pytest.fixture
+def resnet_trainer(tiny_trainer: Callable[..., Trainer]) -> MakeTrainer:
+    """``resnet_trainer(num_classes, run_dir)``: conftest's tiny Trainer (SGD, cross-entropy, 1 epoch) of a
+    resnet18 with ``num_classes`` outputs, whose checkpoints fit the bird experiment's model."""
+    return lambda num_classes, run_dir: tiny_trainer(create_model("resnet18", num_classes), run_dir=run_dir)
 
 
-def _earlier_run(folder: Path, num_classes: int = 5) -> Path:
-    """A finished run folder: metrics.json, params.yaml and checkpoints/last.pt of a ``num_classes`` model."""
-    run = prepare_run_dir("bird", folder)
-    write_params(run, {"epochs": 1, "note": "earlier run"})
-    write_metrics(run, notebook="bird", params={"epochs": 1}, status="finished", seconds=1.0, top1_acc=0.75)
-    torch.save(_trainer(num_classes, run).state_dict(), run / "checkpoints" / "last.pt")
-    return run
+@pytest.fixture
+def earlier_run(resnet_trainer: MakeTrainer) -> MakeRun:
+    """``earlier_run(folder, num_classes=5)``: a finished run folder: metrics.json, params.yaml and
+    checkpoints/last.pt of a ``num_classes`` model."""
+
+    def make(folder: Path, num_classes: int = 5) -> Path:
+        run = prepare_run_dir("bird", folder)
+        write_params(run, {"epochs": 1, "note": "earlier run"})
+        write_metrics(
+            run, notebook="bird", params={"epochs": 1}, status="finished", seconds=1.0, top1_acc=0.75
+        )
+        torch.save(resnet_trainer(num_classes, run).state_dict(), run / "checkpoints" / "last.pt")
+        return run
+
+    return make
 
 
-def _bird(data_root: Path, run_dir: Path, **extra: Any) -> dict[str, Any]:
-    """Bird parameters for a fast CPU build on a tiny data tree (resnet18 from scratch, 32 px)."""
-    base = dict(
-        data_root=str(data_root),
-        run_dir=str(run_dir),
-        model="resnet18",
-        pretrained=False,
-        img_size=32,
-        batch_size=2,
-        epochs=1,
-        num_workers=0,
-        cam_images=0,
-        progress=False,
-    )
-    return {**base, **extra}
+@pytest.fixture
+def bird(cub: Path, tiny_params: Callable[..., dict[str, Any]]) -> BirdValues:
+    """``bird(run_dir, **extra)``: conftest's tiny bird parameters on the tiny CUB tree (``cub``), resnet18
+    from scratch, 1 epoch, batches of 2, no CAMs."""
+    fast = dict(data_root=str(cub), model="resnet18", pretrained=False, batch_size=2, epochs=1, cam_images=0)
+    return lambda run_dir, **extra: tiny_params("bird", **{**fast, "run_dir": str(run_dir), **extra})
 
 
 # --------------------------------------------------------------------------------------- 1. missing data root
@@ -567,11 +568,11 @@ def test_value_of_the_wrong_type_in_a_yaml_file_names_the_file(tmp_path: Path) -
 
 
 # ----------------------------------------------------------------------------------- 12. batch > training set
-def test_batch_size_larger_than_the_training_split(cub: Path, tmp_path: Path) -> None:
+def test_batch_size_larger_than_the_training_split(cub: Path, tmp_path: Path, bird: BirdValues) -> None:
     data_before = _snapshot(cub)
     run = tmp_path / "run"
     with pytest.raises(ParameterError) as exc:
-        BirdExperiment(_bird(cub, run, batch_size=64))
+        BirdExperiment(bird(run, batch_size=64))
     _check(
         exc,
         "parameter 'batch_size': 64 is larger than the training split (4 images)",
@@ -584,10 +585,12 @@ def test_batch_size_larger_than_the_training_split(cub: Path, tmp_path: Path) ->
 
 # ------------------------------------------------------------------------------------- 13. checkpoint classes
 @pytest.mark.parametrize("how", ["resume", "load_checkpoint"])
-def test_checkpoint_class_count_differs_from_the_model(tmp_path: Path, how: str) -> None:
-    run = _earlier_run(tmp_path / "run", num_classes=5)
+def test_checkpoint_class_count_differs_from_the_model(
+    tmp_path: Path, how: str, resnet_trainer: MakeTrainer, earlier_run: MakeRun
+) -> None:
+    run = earlier_run(tmp_path / "run", num_classes=5)
     before = _snapshot(run)
-    trainer = _trainer(3, run)
+    trainer = resnet_trainer(3, run)
     weights = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     last = run / "checkpoints" / "last.pt"
     with pytest.raises(CheckpointError) as exc:
@@ -599,34 +602,34 @@ def test_checkpoint_class_count_differs_from_the_model(tmp_path: Path, how: str)
 
 
 # ---------------------------------------------------------------------------------- 14. resume, no checkpoint
-def test_resume_without_a_checkpoint_in_run_dir(tmp_path: Path) -> None:
+def test_resume_without_a_checkpoint_in_run_dir(tmp_path: Path, resnet_trainer: MakeTrainer) -> None:
     run = prepare_run_dir("bird", tmp_path / "run")
     with pytest.raises(CheckpointError) as exc:
-        _trainer(3, run).resume()
+        resnet_trainer(3, run).resume()
     _check(exc, "resume asked for", f"no checkpoint at {run / 'checkpoints' / 'last.pt'}")
 
 
-def test_resume_without_a_run_dir(tmp_path: Path) -> None:
+def test_resume_without_a_run_dir(tmp_path: Path, resnet_trainer: MakeTrainer) -> None:
     with pytest.raises(CheckpointError) as exc:
-        _trainer(3, None).resume()
+        resnet_trainer(3, None).resume()
     _check(exc, "resume asked for", "the trainer has no run_dir")
     with pytest.raises(RunDirError) as exc:
         prepare_run_dir("bird", "", resume=True)
     _check(exc, "resume: true needs the `run_dir` of the run to continue")
 
 
-def test_resume_without_a_checkpoint_through_the_experiment(cub: Path, tmp_path: Path) -> None:
+def test_resume_without_a_checkpoint_through_the_experiment(tmp_path: Path, bird: BirdValues) -> None:
     run = tmp_path / "fresh"
     with pytest.raises(CheckpointError) as exc:
-        BirdExperiment(_bird(cub, run, resume=True))
+        BirdExperiment(bird(run, resume=True))
     _check(exc, "resume asked for", f"no checkpoint at {run / 'checkpoints' / 'last.pt'}")
     assert json.loads((run / "metrics.json").read_text())["status"] == "failed"
 
 
 # -------------------------------------------------------------------------------------- 15. unwritable output
 @pytest.mark.skipif(IS_ROOT, reason="root ignores permissions; see the regular-file variants below")
-def test_output_directory_not_writable_chmod(tmp_path: Path) -> None:
-    run = _earlier_run(tmp_path / "runs" / "old")
+def test_output_directory_not_writable_chmod(tmp_path: Path, earlier_run: MakeRun) -> None:
+    run = earlier_run(tmp_path / "runs" / "old")
     before = _snapshot(run)
     parent = run.parent
     run.chmod(0o500)
@@ -659,9 +662,9 @@ def test_outputs_root_not_writable_chmod(tmp_path: Path, monkeypatch: pytest.Mon
     _check(exc, f"outputs folder {outputs / 'runs' / 'bird'} is not writable", "set FGVC_OUTPUTS")
 
 
-def test_output_directory_under_a_regular_file(tmp_path: Path) -> None:
+def test_output_directory_under_a_regular_file(tmp_path: Path, earlier_run: MakeRun) -> None:
     """The earlier run's metrics.json is in the way of the new run_dir: clear error, the run untouched."""
-    run = _earlier_run(tmp_path / "old")
+    run = earlier_run(tmp_path / "old")
     before = _snapshot(run)
     target = run / "metrics.json" / "new-run"
     with pytest.raises(RunDirError) as exc:
@@ -690,21 +693,25 @@ def test_outputs_root_under_a_regular_file(tmp_path: Path, monkeypatch: pytest.M
     assert blocker.read_text(encoding="utf-8") == "not a folder\n"
 
 
-def test_output_directory_not_usable_through_the_experiment(cub: Path, tmp_path: Path) -> None:
+def test_output_directory_not_usable_through_the_experiment(
+    cub: Path, tmp_path: Path, bird: BirdValues, earlier_run: MakeRun
+) -> None:
     """The experiment fails before it writes anything (params.yaml, splits, metrics.json)."""
-    run = _earlier_run(tmp_path / "old")
+    run = earlier_run(tmp_path / "old")
     before, data_before = _snapshot(run), _snapshot(cub)
     target = run / "params.yaml" / "new-run"
     with pytest.raises(RunDirError) as exc:
-        BirdExperiment(_bird(cub, target))
+        BirdExperiment(bird(target))
     _check(exc, f"run_dir {target} cannot be created", f"{run / 'params.yaml'} is a file")
     assert _snapshot(run) == before and _snapshot(cub) == data_before
 
 
 # ----------------------------------------------------------------------------------- known gaps (engine/base)
 @pytest.mark.parametrize("damage", ["truncated", "not-a-checkpoint"])
-def test_corrupt_checkpoint_names_the_file(tmp_path: Path, damage: str) -> None:
-    run = _earlier_run(tmp_path / "run", num_classes=3)
+def test_corrupt_checkpoint_names_the_file(
+    tmp_path: Path, damage: str, resnet_trainer: MakeTrainer, earlier_run: MakeRun
+) -> None:
+    run = earlier_run(tmp_path / "run", num_classes=3)
     last = run / "checkpoints" / "last.pt"
     if damage == "truncated":
         last.write_bytes(last.read_bytes()[:1000])
@@ -712,16 +719,18 @@ def test_corrupt_checkpoint_names_the_file(tmp_path: Path, damage: str) -> None:
         last.write_text("not a checkpoint\n", encoding="utf-8")
     before = _snapshot(run)
     with pytest.raises(CheckpointError) as exc:
-        _trainer(3, run).resume()
+        resnet_trainer(3, run).resume()
     _check(exc, str(last))
     assert _snapshot(run) == before
 
 
-def test_resume_with_a_mismatched_checkpoint_keeps_the_earlier_run(cub: Path, tmp_path: Path) -> None:
-    run = _earlier_run(tmp_path / "old", num_classes=5)  # the tiny CUB tree has 3 classes
+def test_resume_with_a_mismatched_checkpoint_keeps_the_earlier_run(
+    tmp_path: Path, bird: BirdValues, earlier_run: MakeRun
+) -> None:
+    run = earlier_run(tmp_path / "old", num_classes=5)  # the tiny CUB tree has 3 classes
     before = _snapshot(run)
     with pytest.raises(CheckpointError) as exc:
-        BirdExperiment(_bird(cub, run, resume=True))
+        BirdExperiment(bird(run, resume=True))
     _check(exc, str(run / "checkpoints" / "last.pt"), "checkpoint has 5 classes", "the model has 3")
     assert _snapshot(run)["checkpoints/last.pt"] == before["checkpoints/last.pt"]
     assert _snapshot(run) == before

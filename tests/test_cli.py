@@ -90,3 +90,26 @@ def test_synth_multilabel_writes_the_report_layout(tmp_path):
     assert main(["synth", "multilabel", "--out", str(tmp_path), "--images", "40", "--size", "48"]) == 0
     data = read_multilabel_folder(tmp_path)
     assert data.targets.shape == (40, len(LABELS)) and (tmp_path / "images" / "im1.jpg").is_file()
+
+
+def test_synth_option_the_data_set_does_not_take_is_an_error_naming_it(tmp_path, capsys):
+    out = tmp_path / "x"
+    assert main(["synth", "bird", "--out", str(out), "--imbalance", "3", "--images", "4"]) == 2
+    err = capsys.readouterr().err
+    assert "fgvc synth: ValueError:" in err and "--imbalance, --images does not apply" in err
+    assert "--classes" in err and not out.exists()
+
+
+def test_synth_choices_and_notebook_help_come_from_the_catalog(capsys):
+    from fgvc_lib.catalog import notebook_names, synth_commands
+    from fgvc_lib.cli import build_parser
+
+    parser = build_parser()
+    synth = parser._subparsers._group_actions[0].choices["synth"]
+    dataset = next(a for a in synth._actions if a.dest == "dataset")
+    assert list(dataset.choices) == list(synth_commands()) == ["bird", "cifar100", "inat", "multilabel"]
+    assert all(a.default is None for a in synth._actions if a.dest not in ("help", "dataset", "out"))
+    for command in ("run", "train", "params"):
+        sub = parser._subparsers._group_actions[0].choices[command]
+        notebook = next(a for a in sub._actions if a.dest == "notebook")
+        assert notebook.help == " | ".join(notebook_names())

@@ -7,7 +7,6 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from fgvc_lib.engine import (
     CheckpointError,
-    OHEMStrategy,
     Trainer,
     TrainingDiverged,
     atomic_torch_save,
@@ -45,7 +44,8 @@ def _loaders(seed=0):
     return train, val
 
 
-def _trainer(run_dir=None, epochs=4, strategy="plain", loss="ce", optimizer="sgd", scheduler="none", **kw):
+def _trainer(run_dir=None, epochs=4, strategy="plain", loss="ce", optimizer="sgd", scheduler="none", ohem=None,
+             **kw):
     torch.manual_seed(0)
     model = TinyNet()
     opt = create_optimizer(optimizer, model.parameters(), lr=0.1, momentum=0.9)
@@ -62,6 +62,7 @@ def _trainer(run_dir=None, epochs=4, strategy="plain", loss="ce", optimizer="sgd
         progress=False,
         log=None,
         seed=3,
+        ohem_schedule=ohem,
     )
 
 
@@ -129,20 +130,35 @@ def test_resume_without_checkpoint_and_class_mismatch(tmp_path):
         other.resume()
 
 
-def test_ohem_strategy_follows_schedule(tmp_path):
+def test_ohem_schedule_callback_follows_schedule(tmp_path):
     schedule = create_ohem_schedule("step", 5)
-    trainer = _trainer(epochs=5, strategy="ohem", loss="ohem", schedule=schedule)
+    trainer = _trainer(epochs=5, loss="ohem", ohem=schedule)
     history = trainer.fit(*_loaders())
     assert [r["ohem_ratio"] for r in history] == [schedule(i) for i in range(5)]
     assert history[0]["ohem_ratio"] == 1.0 and history[-1]["ohem_ratio"] < 1.0
     assert trainer.loss_fn.ratio == pytest.approx(schedule(4))
 
 
-def test_ohem_strategy_needs_ohem_loss():
-    trainer = _trainer(epochs=1, strategy="ohem", schedule=lambda e: 0.5)
+def test_ohem_schedule_needs_ohem_loss():
+    trainer = _trainer(epochs=1, ohem=lambda e: 0.5)
     with pytest.raises(TypeError, match="loss: ohem"):
         trainer.fit(*_loaders())
-    assert isinstance(trainer.strategy, OHEMStrategy)
+    assert trainer.history == [] and trainer.epoch == 0  # stopped before the first batch
+
+
+def test_sam_with_ohem_runs_both_passes_at_the_scheduled_ratio():
+    schedule = create_ohem_schedule("cyclical", 4)
+    trainer = _trainer(epochs=4, strategy="sam", optimizer="sam", loss="ohem", ohem=schedule)
+    seen = []
+    original = trainer.loss_fn.forward
+    trainer.loss_fn.forward = lambda logits, y: seen.append((trainer.epoch, trainer.loss_fn.ratio)) or original(
+        logits, y)
+    history = trainer.fit(*_loaders())
+    assert len(seen) == 2 * 6 * 4  # two passes per batch, 6 batches, 4 epochs
+    for epoch, ratio in seen:
+        assert ratio == pytest.approx(max(schedule(epoch), 1e-12))
+    assert [r["ohem_ratio"] for r in history] == [schedule(i) for i in range(4)]
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
 
 
 def test_sam_strategy_two_passes_and_learns():

@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from fgvc_lib import execution
 from fgvc_lib import grid as g
 from fgvc_lib.cli import main
 from fgvc_lib.config import ParameterError
+from fgvc_lib.grid import plan as grid_plan
 from fgvc_lib.runs import outputs_root
 
 TINY = {
@@ -190,7 +192,7 @@ def test_validation_errors_name_the_key_and_file_and_create_nothing(tmp_path, da
 def test_names_missing_from_the_parameters_cell_are_errors(monkeypatch):
     names = g.notebook_parameter_names("bird")
     assert {"epochs", "lr", "run_dir"} <= names  # papermill.inspect_notebook of notebooks/bird.ipynb
-    monkeypatch.setattr(g, "notebook_parameter_names", lambda nb: names - {"lr"})
+    monkeypatch.setattr(grid_plan, "notebook_parameter_names", lambda nb: names - {"lr"})
     spec = spec_of({"axes": {"lr": [0.1, 0.2]}})
     with pytest.raises(ParameterError, match="parameter 'lr' is not in the parameters cell"):
         g.validate_runs(spec, g.expand_grid(spec))
@@ -222,7 +224,7 @@ def test_plan_finds_runs_by_hash_and_classifies_earlier_folders(tmp_path):
     assert plan[0].run_dir == renamed and plan[0].run_id == renamed.name and plan[2].error == "E: x"
     retry = g.run_grid(path, dry_run=True, retry_failed=True)
     assert [r.status for r in retry] == ["skipped", "planned", "planned"]
-    moved = g._move_aside(grid_dir / second.run_id, "interrupted")
+    moved = grid_plan._move_aside(grid_dir / second.run_id, "interrupted")
     assert moved.name.startswith(second.run_id + ".interrupted-") and not (grid_dir / second.run_id).exists()
 
 
@@ -279,13 +281,11 @@ def test_port_clash_is_retried_other_errors_are_not():
 def test_worker_records_a_failure_the_notebook_did_not_write(tmp_path, monkeypatch):
     from papermill.exceptions import PapermillExecutionError
 
-    import fgvc_lib.cli as cli
-
     def dies(notebook, values, progress=False):
         Path(values["run_dir"]).mkdir(parents=True)
         raise PapermillExecutionError(1, 1, "src", "ValueError", "boom", [])
 
-    monkeypatch.setattr(cli, "execute_notebook", dies)
+    monkeypatch.setattr(execution, "execute_notebook", dies)
     run_dir = tmp_path / "r1"
     out = g.execute_run("bird", {"epochs": 1}, {"epochs": 1, "run_dir": str(run_dir)}, str(run_dir))
     assert out["status"] == "failed" and out["error"] == "ValueError: boom"
@@ -301,7 +301,7 @@ def test_worker_records_a_failure_the_notebook_did_not_write(tmp_path, monkeypat
         )
         raise PapermillExecutionError(9, 9, "src", "KeyError", "'cam_grid'", [])
 
-    monkeypatch.setattr(cli, "execute_notebook", fails_after_metrics)
+    monkeypatch.setattr(execution, "execute_notebook", fails_after_metrics)
     run_dir = tmp_path / "r2"
     out = g.execute_run("bird", {}, {"run_dir": str(run_dir)}, str(run_dir))
     metrics = json.loads((run_dir / "metrics.json").read_text())

@@ -17,6 +17,8 @@ from submitit.core.utils import FailedJobError, UncompletedJobError
 from fgvc_lib import grid as g
 from fgvc_lib.cli import _executor_options, build_parser, main
 from fgvc_lib.config import ParameterError
+from fgvc_lib.grid import executors as grid_executors
+from fgvc_lib.grid import worker as grid_worker
 from fgvc_lib.runs import outputs_root
 
 TINY = {
@@ -147,11 +149,14 @@ def test_slurm_parameters_are_valid_for_submitit():
 
 def test_jobs_pin_their_gpu_and_threads_like_pool_workers(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5,7")  # indexes map into what this process sees
-    assert g._local_slots(3, [1, 0], None) == ["7", "5", "7"]  # round-robin, as the pool's workers
-    assert g._local_slots(2, [0, 1], 2) == ["5,7", "5,7"]
-    assert g._local_slots(2, [0, 1], 0) == g._local_slots(2, [], None) == ["", ""]  # "": no GPU
+    slots = grid_executors._local_slots
+    assert slots(3, [1, 0], None) == ["7", "5", "7"]  # round-robin, as the pool's workers
+    assert slots(2, [0, 1], 2) == ["5,7", "5,7"]
+    assert slots(2, [0, 1], 0) == slots(2, [], None) == ["", ""]  # "": no GPU
     seen = {}
-    monkeypatch.setattr(g, "execute_run", lambda *args: seen.update(os.environ) or {"status": "finished"})
+    monkeypatch.setattr(
+        grid_worker, "execute_run", lambda *args: seen.update(os.environ) or {"status": "finished"}
+    )
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # run_job sets them here: restored afterwards
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "6")
@@ -280,7 +285,7 @@ def test_no_wait_then_report_then_rerun(tmp_path, fake_slurm, monkeypatch, capsy
     # later: the first job finished (it wrote metrics.json), the second still runs
     finished_run(plan[0].run_dir, 0.6)
     handles = {"4242_1": FakeJob("4242_1", grid_dir / "submitit", state="RUNNING", done=False)}
-    monkeypatch.setattr(g, "_slurm_job", lambda folder, job_id: handles[job_id])
+    monkeypatch.setattr(grid_executors, "_slurm_job", lambda folder, job_id: handles[job_id])
     assert main(["report", str(grid_dir)]) == 0
     out = capsys.readouterr().out
     assert "2 runs: 1 finished, 1 submitted" in out and "still queued or running" in out
@@ -317,7 +322,7 @@ def test_a_real_job_that_dies_is_recorded_failed_with_its_log(tmp_path, monkeypa
         run_dir = tmp_path / name
         while not job.done():
             time.sleep(0.1)
-        outcome = g._job_outcome("bird", {"seed": 3, "run_dir": str(run_dir)}, run_dir, job)
+        outcome = grid_executors._job_outcome("bird", {"seed": 3, "run_dir": str(run_dir)}, run_dir, job)
         metrics = json.loads((run_dir / "metrics.json").read_text())
         assert outcome["status"] == metrics["status"] == "failed" and metrics["params"]["seed"] == 3
         assert metrics["error"] == outcome["error"] and str(job.paths.stderr) in outcome["error"]

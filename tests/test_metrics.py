@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fgvc_lib.metrics import MetricAccumulator, RunningAverage, accuracy, topk_accuracy, topk_correct
+from fgvc_lib.metrics import accuracy, topk_accuracy, topk_correct
 
 # rank of the target (1 = best):   row 0 -> 1, row 1 -> 2, row 2 -> 6, row 3 -> 5
 LOGITS = torch.tensor(
@@ -42,40 +42,3 @@ def test_bad_inputs():
         topk_accuracy(LOGITS, TARGETS, ks=(0,))
     with pytest.raises(ValueError, match="empty"):
         topk_accuracy(LOGITS[:0], TARGETS[:0])
-
-
-def test_running_average_weighted():
-    avg = RunningAverage()
-    with pytest.raises(ValueError):
-        avg.compute()
-    avg.update(torch.tensor(1.0), n=3)
-    avg.update(3.0, n=1)
-    assert avg.compute() == pytest.approx(1.5)
-    avg.reset()
-    avg.update(torch.tensor(2.0))
-    assert avg.compute() == 2.0
-
-
-def test_metric_accumulator_unequal_batches():
-    acc = MetricAccumulator(ks=(1, 5))
-    acc.update(LOGITS[:3], TARGETS[:3], loss=torch.tensor(1.0))
-    acc.update(LOGITS[3:], TARGETS[3:], loss=torch.tensor(3.0))
-    assert acc.compute() == pytest.approx({"loss": 1.5, "top1": 0.25, "top5": 0.75, "count": 4.0})
-    acc.reset()
-    acc.update(LOGITS, TARGETS)
-    assert acc.compute() == {"top1": 0.25, "top5": 0.75, "count": 4.0}
-
-
-def test_accumulator_update_does_not_sync(monkeypatch):
-    def forbidden(*args, **kwargs):
-        raise AssertionError("host sync during update()")
-
-    acc, avg = MetricAccumulator(), RunningAverage()
-    with monkeypatch.context() as m:
-        for name in ("item", "tolist", "__float__", "__bool__", "cpu", "numpy"):
-            m.setattr(torch.Tensor, name, forbidden)
-        for _ in range(3):
-            acc.update(LOGITS, TARGETS, loss=torch.tensor(2.0))
-            avg.update(torch.tensor(2.0), n=4)
-    assert acc.compute()["top1"] == 0.25
-    assert avg.compute() == 2.0

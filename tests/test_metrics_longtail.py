@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from fgvc_lib.metrics import group_accuracy, per_class_accuracy, shot_groups, topk_error
+from fgvc_lib.metrics import group_accuracy, per_class_accuracy, shot_groups
 
 TRAIN_COUNTS = [300, 150, 60, 30, 10, 2]  # head 0, 1; medium 2, 3; tail 4, 5
 # per class: (test samples, correct) -> 0: 4/3, 1: 2/1, 2: 5/5, 3: 4/1, 4: 2/0, 5: none
@@ -65,11 +65,3 @@ def test_group_accuracy_empty_group_is_nan():
     assert math.isnan(got["medium_acc"]) and math.isnan(got["tail_acc"])
     only_untested = group_accuracy(acc, {"head": np.array([5]), "medium": np.array([], dtype=int)})
     assert math.isnan(only_untested["head_acc"]) and math.isnan(only_untested["medium_acc"])
-
-
-def test_topk_error():
-    logits = torch.tensor([[0.1, 0.9, 0.3], [0.8, 0.1, 0.7], [0.2, 0.3, 0.1], [0.5, 0.4, 0.6]])
-    targets = torch.tensor([1, 2, 2, 0])  # target ranks 1, 2, 3, 2
-    assert topk_error(logits, targets) == pytest.approx(0.75)
-    assert topk_error(logits, targets, k=2) == pytest.approx(0.25)
-    assert topk_error(logits, targets, k=5) == pytest.approx(0.0)  # k clamped to C

@@ -8,7 +8,9 @@ import torch
 from torch import nn
 
 from fgvc_lib.optim import (
+    OPTIMIZERS,
     SAM,
+    SCHEDULERS,
     LRSchedule,
     bn_stats_frozen,
     create_optimizer,
@@ -206,6 +208,46 @@ def test_optimizer_registry():
         create_optimizer("adamm", p, lr=0.1)
 
 
+def test_create_optimizer_rejects_options_it_does_not_take():
+    p = [nn.Parameter(torch.zeros(2))]
+    with pytest.raises(TypeError, match=r"Unknown argument\(s\) 'rho' for optimizer 'sgd'"):
+        create_optimizer("sgd", p, lr=0.1, rho=0.05)
+    with pytest.raises(TypeError, match="'momentum' for optimizer 'adam'"):
+        create_optimizer("adam", p, lr=0.1, momentum=0.9)
+    with pytest.raises(TypeError, match="optimizer 'adamw': missing a required argument: 'lr'"):
+        create_optimizer("adamw", p)
+
+
+def test_optimizers_and_schedules_from_parameters():
+    """Factory keywords are the experiment parameter names: create_from needs no per-name branching."""
+    params = {"lr": 0.2, "momentum": 0.5, "weight_decay": 1e-3, "rho": 0.1, "epochs": 4, "t0": 2,
+              "lr_decay": 0.5, "lr_period": 1.0, "lr_steps": [1], "lr_gamma": 0.5, "lr_min": 1e-3, "seed": 0}
+    w = [nn.Parameter(torch.zeros(2))]
+    sgd = OPTIMIZERS.create_from("sgd", params, w)
+    assert sgd.defaults["momentum"] == 0.5 and sgd.defaults["weight_decay"] == 1e-3
+    adam = OPTIMIZERS.create_from("adam", params, w)
+    assert type(adam) is torch.optim.Adam and adam.defaults["lr"] == 0.2
+    sam = OPTIMIZERS.create_from("sam", params, w)
+    assert sam.param_groups[0]["rho"] == 0.1 and sam.param_groups[0]["momentum"] == 0.5
+    exp = SCHEDULERS.create_from("exponential", params, make_opt(0.1), steps_per_epoch=2)
+    exp.optimizer.step()
+    exp.step_epoch()
+    assert exp.lr == pytest.approx(0.05)
+    step = SCHEDULERS.create_from("multistep", params, make_opt(0.1), steps_per_epoch=2)
+    step.optimizer.step()
+    step.step_epoch()
+    assert step.lr == pytest.approx(0.05)
+    assert SCHEDULERS.create_from("cosine_restarts", params, make_opt(), steps_per_epoch=2).scheduler.T_0 == 2
+    cycle = SCHEDULERS.create_from("onecycle", params, make_opt(0.1), steps_per_epoch=2)
+    assert cycle.scheduler.optimizer.param_groups[0]["min_lr"] == pytest.approx(1e-3)
+    for name in list_schedulers():
+        assert SCHEDULERS.create_from(name, params, make_opt(), steps_per_epoch=2).name == name
+    with pytest.raises(ValueError, match="not both"):
+        create_scheduler("onecycle", make_opt(), epochs=2, steps_per_epoch=2, lr_min=1e-4, final_div_factor=10.0)
+    with pytest.raises(ValueError, match="steps_per_epoch must be >= 1"):
+        create_scheduler("cosine", make_opt(), epochs=2, steps_per_epoch=0)
+
+
 # ------------------------------------------------------------------------------------------ LR schedules
 
 
@@ -309,15 +351,22 @@ def test_cosine_multistep_none():
     assert lrs == pytest.approx([0.05 * (1 + math.cos(math.pi * e / 4)) for e in range(1, 5)], abs=1e-12)
 
     opt = make_opt(0.1)
-    sched = create_scheduler("multistep", opt, epochs=6, steps_per_epoch=1, milestones=[2, 4])
+    sched = create_scheduler("multistep", opt, epochs=6, steps_per_epoch=1, lr_steps=[2, 4])
     lrs = []
     for _ in range(5):
         lrs.append(sched.lr)
         opt.step()
         sched.step_epoch()
-    assert lrs == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001])
-    with pytest.raises(TypeError, match="milestones"):
+    # lr_steps are 1-based epochs in which the new LR applies (BBN's LR_STEP): epoch 2 and epoch 4
+    assert lrs == pytest.approx([0.1, 0.01, 0.01, 0.001, 0.001])
+    with pytest.raises(TypeError, match="'multistep': missing a required argument: 'lr_steps'"):
         create_scheduler("multistep", make_opt(), epochs=6, steps_per_epoch=1)
+    opt = make_opt(0.1)
+    sched = create_scheduler("multistep", opt, epochs=3, steps_per_epoch=1, lr_steps=[])  # no step: constant
+    for _ in range(3):
+        opt.step()
+        sched.step_epoch()
+    assert sched.lr == 0.1
 
     opt = make_opt(0.1)
     sched = create_scheduler("none", opt, epochs=3, steps_per_epoch=2)
@@ -349,7 +398,7 @@ CASES = [
     ("onecycle", {}),
     ("exponential", {}),
     ("cosine", {}),
-    ("multistep", {"milestones": [1, 3]}),
+    ("multistep", {"lr_steps": [1, 3]}),
     ("plateau", {"patience": 0, "cooldown": 0}),
 ]
 

@@ -1,4 +1,4 @@
-"""CIFAR-100 in its real python format: a synthetic fine-grained writer, a reader and a torchvision bridge.
+"""CIFAR-100 in its real python format: a reader, the row layout and a torchvision bridge.
 
 On disk (as distributed by the CIFAR authors): ``<root>/cifar-100-python/{train,test,meta}``, each a pickle
 of a dict. ``train``/``test``: ``filenames`` (list of str), ``batch_label`` (str), ``fine_labels`` (list of
@@ -7,26 +7,12 @@ int 0..99), ``coarse_labels`` (list of int 0..19) and ``data`` (uint8 N x 3072: 
 and ``coarse_label_names`` (20 str). Pickles written by Python 2 load with str keys under
 ``encoding='latin1'``; re-saved copies may hold bytes keys and bytes names, which the reader accepts too.
 
-Synthetic class design (:func:`write_cifar100`). The images are the synthetic birds of
-:mod:`fgvc_lib.data.synthetic` (classes differ only in a wing patch), drawn large in the frame (object
-length 75-92% of the side) with a wing patch 1.8 times the CUB size (about 7 px wide at 32 px) and light
-clutter. Of the 200 colour x shape x pattern combinations, 100 are used:
-
-* 20 coarse classes = one patch colour and one patch shape, ``coarse = fine // 5``: coarse ``k`` has colour
-  ``k % 8`` (all 8 colours) and shape ``("disc", "triangle", "bar")[k // 8]``, so the four colours
-  Crimson, Tangerine, Golden and Emerald have three shapes and the others two. Square and diamond are not
-  used: under the random rotation of the bird they differ only in their angle to the body axis, which is
-  hard to see at 32 px. Names like ``crimson_disc_birds``.
-* 5 fine classes per coarse class = the 5 patch patterns (solid, striped, dotted, ring, checkered), which
-  change how much of the patch shows the colour versus the contrast colour. Names like
-  ``crimson_disc_solid``.
-
-The images are class-agnostic apart from the patch, so a model has to find and read a ~7 px part: colour
-gives a 1-in-8 grouping, shape and pattern the rest.
+The synthetic writer of this format is :func:`fgvc_lib.data.synth.cifar.write_cifar100`.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import pickle
 from collections.abc import Callable, Sequence
@@ -39,15 +25,6 @@ import torch
 from PIL import Image
 
 from fgvc_lib.data.datasets import DataError
-from fgvc_lib.data.synthetic import (
-    NUM_CLASSES,
-    PART_COLOURS,
-    PART_PATTERNS,
-    class_attributes,
-    image_rng,
-    render_bird,
-)
-from fgvc_lib.runs import staged_replace
 
 BASE_FOLDER = "cifar-100-python"
 """Folder of the official archive that holds ``train``, ``test`` and ``meta``."""
@@ -58,51 +35,7 @@ NUM_COARSE = 20
 IMAGE_SIZE = 32
 ROW_LENGTH = 3 * IMAGE_SIZE * IMAGE_SIZE
 
-COARSE_SHAPES: tuple[str, ...] = ("disc", "triangle", "bar")
-"""Patch shapes used by the synthetic coarse classes (in order of coarse index // 8)."""
-
-# Rendering of the synthetic images: render_bird supersamples at 2x (64 px) and LANCZOS-downsamples to 32.
-RENDER_CLUTTER = 4
-RENDER_LENGTH_RANGE = (0.75, 0.92)
-RENDER_PATCH_SCALE = 1.8
-
-_BATCH_LABELS = {"train": "training batch 1 of 1", "test": "testing batch 1 of 1"}
-_SPLIT_CODE = {"train": 0, "test": 1}
 _REQUIRED_SPLIT_KEYS = ("data", "fine_labels", "filenames")
-
-# ------------------------------------------------------------------------------------------ class design
-
-
-def _attribute_index(colour: str, shape: str, pattern: str) -> int:
-    for index in range(NUM_CLASSES):
-        spec = class_attributes(index)
-        if (spec.colour_name, spec.shape, spec.pattern) == (colour, shape, pattern):
-            return index
-    raise AssertionError(f"no synthetic class with {colour}/{shape}/{pattern}")  # pragma: no cover
-
-
-def _class_design() -> tuple[list[int], list[str], list[str]]:
-    colours = list(PART_COLOURS)
-    attribute_indices: list[int] = []
-    fine_names: list[str] = []
-    coarse_names: list[str] = []
-    for coarse in range(NUM_COARSE):
-        colour, shape = colours[coarse % len(colours)], COARSE_SHAPES[coarse // len(colours)]
-        coarse_names.append(f"{colour.lower()}_{shape}_birds")
-        for pattern in PART_PATTERNS:
-            attribute_indices.append(_attribute_index(colour, shape, pattern))
-            fine_names.append(f"{colour.lower()}_{shape}_{pattern}")
-    return attribute_indices, fine_names, coarse_names
-
-
-FINE_ATTRIBUTE_INDEX, FINE_LABEL_NAMES, COARSE_LABEL_NAMES = _class_design()
-"""Synthetic fine label -> :func:`~fgvc_lib.data.synthetic.class_attributes` index; fine and coarse names."""
-
-
-def coarse_of(fine_label: int) -> int:
-    """Coarse label of a synthetic fine label (5 consecutive fine labels share one coarse class)."""
-    return int(fine_label) // (NUM_FINE // NUM_COARSE)
-
 
 # ------------------------------------------------------------------------------------------ layout helpers
 
@@ -119,90 +52,6 @@ def from_cifar_rows(rows: np.ndarray) -> np.ndarray:
     """N x 3072 rows -> N x 32 x 32 x 3 (HWC) uint8 images; the inverse of :func:`to_cifar_rows`."""
     rows = np.asarray(rows, dtype=np.uint8)
     return np.ascontiguousarray(rows.reshape(-1, 3, IMAGE_SIZE, IMAGE_SIZE).transpose(0, 2, 3, 1))
-
-
-# ------------------------------------------------------------------------------------------ writer
-
-
-def render_cifar_image(seed: int, fine_label: int, split: str, k: int) -> np.ndarray:
-    """Image ``k`` of synthetic fine class ``fine_label`` in ``split`` as a 32 x 32 x 3 uint8 array."""
-    split = _check_split(split)
-    if not 0 <= int(fine_label) < NUM_FINE:
-        raise ValueError(f"fine_label: expected an integer in 0..{NUM_FINE - 1}, got {fine_label!r}")
-    rng = image_rng(seed, fine_label, _SPLIT_CODE[split], k)
-    image, _ = render_bird(
-        rng,
-        FINE_ATTRIBUTE_INDEX[int(fine_label)],
-        IMAGE_SIZE,
-        clutter=RENDER_CLUTTER,
-        length_range=RENDER_LENGTH_RANGE,
-        patch_scale=RENDER_PATCH_SCALE,
-    )
-    return np.asarray(image, dtype=np.uint8)
-
-
-def _check_count(name: str, value: object, lo: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
-        raise ValueError(f"{name}: expected an integer >= {lo}, got {value!r}")
-    return int(value)
-
-
-def _split_dict(seed: int, split: str, per_class: int, serial0: int) -> dict[str, Any]:
-    """The official dict for one split, images in a seeded shuffled order (as in the real files)."""
-    n = NUM_FINE * per_class
-    order = np.random.default_rng(np.random.SeedSequence([seed, 7_919, _SPLIT_CODE[split]])).permutation(n)
-    images = np.empty((n, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
-    fine: list[int] = []
-    filenames: list[str] = []
-    for row, item in enumerate(order):
-        label, k = divmod(int(item), per_class)
-        images[row] = render_cifar_image(seed, label, split, k)
-        fine.append(label)
-        filenames.append(f"{FINE_LABEL_NAMES[label]}_s_{serial0 + int(item):06d}.png")
-    return {
-        "filenames": filenames,
-        "batch_label": _BATCH_LABELS[split],
-        "fine_labels": fine,
-        "coarse_labels": [coarse_of(label) for label in fine],
-        "data": to_cifar_rows(images),
-    }
-
-
-def _dump(obj: dict[str, Any], path: Path) -> None:
-    with open(path, "wb") as f:
-        pickle.dump(obj, f, protocol=2)
-
-
-def write_cifar100(
-    out: str | os.PathLike[str], *, train_per_class: int = 20, test_per_class: int = 5, seed: int = 0
-) -> Path:
-    """Write a synthetic fine-grained CIFAR-100 under ``out/cifar-100-python``; return ``out`` (the data root).
-
-    Byte-identical for the same arguments; image ``k`` of a class is :func:`render_cifar_image` and does
-    not depend on the per-class counts, the row order is a seeded shuffle (as in the real files). The files are written into a hidden temporary folder next to
-    the target, which is then renamed into place (an existing ``cifar-100-python`` is replaced only once
-    the new one is complete), so an interrupted run never leaves a partial data set under the real name.
-    """
-    train_per_class = _check_count("train_per_class", train_per_class, 1)
-    test_per_class = _check_count("test_per_class", test_per_class, 1)
-    seed = _check_count("seed", seed, 0)
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"out: expected a directory path, got the existing file {out}")
-    final = out / BASE_FOLDER
-    if final.exists() and not final.is_dir():
-        raise ValueError(f"out: {final} exists and is not a directory; expected a folder to replace")
-    out.mkdir(parents=True, exist_ok=True)
-    with staged_replace(out, [BASE_FOLDER], f".{BASE_FOLDER}.") as tmp:
-        base = tmp / BASE_FOLDER
-        base.mkdir()
-        _dump(_split_dict(seed, "train", train_per_class, 0), base / "train")
-        _dump(_split_dict(seed, "test", test_per_class, NUM_FINE * train_per_class), base / "test")
-        _dump(
-            {"fine_label_names": list(FINE_LABEL_NAMES), "coarse_label_names": list(COARSE_LABEL_NAMES)},
-            base / "meta",
-        )
-    return out
 
 
 # ------------------------------------------------------------------------------------------ reader
@@ -390,8 +239,8 @@ def load_cifar100(root: str | os.PathLike[str], split: str, *, download: bool = 
     checks its MD5 sums; images, fine labels and fine names come from it. Coarse labels, coarse names and
     filenames are then read from the verified pickles themselves (torchvision drops them); when those files
     are absent (possible only with a stand-in for torchvision) they are ``None``, ``[]`` and generated
-    names. Otherwise (e.g. the synthetic set of :func:`write_cifar100`) :func:`read_cifar100` is used and
-    nothing is downloaded.
+    names. Otherwise (e.g. the synthetic set of :func:`fgvc_lib.data.synth.cifar.write_cifar100`)
+    :func:`read_cifar100` is used and nothing is downloaded.
     """
     split = _check_split(split)
     root = Path(root)
@@ -452,3 +301,11 @@ class CifarDataset(torch.utils.data.Dataset):
     @property
     def classes(self) -> Sequence[str]:
         return self.arrays.fine_names
+
+
+def __getattr__(name: str) -> Any:
+    """Temporary: ``write_cifar100`` at its old path, imported on first use (the writer imports this
+    module, so a plain re-export here would be a circular import)."""
+    if name == "write_cifar100":
+        return importlib.import_module("fgvc_lib.data.synth.cifar").write_cifar100
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,6 +10,10 @@ Probabilities for class counts n_c (classes with n_c = 0 always get 0):
 - ``uniform``: n_c / N, the data distribution (the sampler then simply draws instances uniformly);
 - ``reversed``: w_c = n_max / n_c normalised, i.e. proportional to 1 / n_c (BBN's official code);
 - ``balanced``: 1 / (number of non-empty classes) each.
+
+The sampler registry ``SAMPLERS`` (wrappers ``register_sampler`` / ``create_sampler`` / ``list_samplers``) holds
+one :class:`ClassAwareSampler` factory per kind, ``factory(labels, *, num_samples=None, generator=None,
+seed=None)``; an option a factory does not take is a TypeError naming it.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from fgvc_lib.registry import check_kwargs, unknown_name_error
+from fgvc_lib.registry import Registry, unknown_name_error
 
 __all__ = [
     "SAMPLING_KINDS",
@@ -29,6 +33,7 @@ __all__ = [
     "class_weights",
     "ClassAwareSampler",
     "ReversedPairDataset",
+    "SAMPLERS",
     "register_sampler",
     "create_sampler",
     "list_samplers",
@@ -246,33 +251,12 @@ class ReversedPairDataset(Dataset):
         return x_i, y_i, x_j, y_j
 
 
-_SAMPLERS: dict[str, Callable[..., Sampler[int]]] = {}
+SAMPLERS: Registry[Callable[..., Sampler[int]]] = Registry("sampler")
+"""``factory(labels, **options) -> Sampler`` by name (options: num_samples, generator, seed)."""
 
-
-def register_sampler(name: str) -> Callable[[Callable[..., Sampler[int]]], Callable[..., Sampler[int]]]:
-    """Decorator registering a sampler factory ``f(labels, **kwargs)`` under ``name``."""
-
-    def decorator(factory: Callable[..., Sampler[int]]) -> Callable[..., Sampler[int]]:
-        if name in _SAMPLERS:
-            raise ValueError(f"Sampler {name!r} is already registered")
-        _SAMPLERS[name] = factory
-        return factory
-
-    return decorator
-
-
-def list_samplers() -> list[str]:
-    """Sorted names of all registered samplers."""
-    return sorted(_SAMPLERS)
-
-
-def create_sampler(name: str, labels: LabelsLike, **kwargs: Any) -> Sampler[int]:
-    """The sampler registered as ``name`` over ``labels`` (kwargs: num_samples, generator, seed)."""
-    if name not in _SAMPLERS:
-        raise unknown_name_error("sampler", name, list_samplers())
-    factory = _SAMPLERS[name]
-    check_kwargs("sampler", name, factory, kwargs)
-    return factory(labels, **kwargs)
+register_sampler = SAMPLERS.register  # register_sampler(name, factory=None, *, replace=False)
+create_sampler = SAMPLERS.create  # create_sampler(name, labels, **options); unknown options: TypeError
+list_samplers = SAMPLERS.names
 
 
 def _class_aware_factory(kind: str) -> Callable[..., ClassAwareSampler]:
@@ -289,4 +273,4 @@ def _class_aware_factory(kind: str) -> Callable[..., ClassAwareSampler]:
 
 
 for _kind in SAMPLING_KINDS:
-    register_sampler(_kind)(_class_aware_factory(_kind))
+    register_sampler(_kind, _class_aware_factory(_kind))

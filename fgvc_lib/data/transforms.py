@@ -1,19 +1,32 @@
-"""The reports' augmentations as named presets (per-sample, PIL based).
+"""The reports' augmentations as named presets: a per-image form (PIL based) and a batched form (tensor ops).
 
-``build_transform(preset, img_size, train=..., mean=..., std=...)``; ``list_presets()``. Mean and std come
-from the model's ``pretrained_cfg`` (see ``fgvc_lib.models.factory.data_config``), never hard-coded here.
+``build_transform(preset, img_size, train=..., mean=..., std=..., **options)``; ``list_presets()``. Mean and std come
+from the model's ``pretrained_cfg`` (see ``fgvc_lib.models.factory.data_config``), never hard-coded here. The
+batched forms (:mod:`fgvc_lib.data.batch_presets`) are used through
+:func:`fgvc_lib.data.batch_transforms.build_batch_transform` when ``batch_augment`` is on.
+
+``PRESETS`` (a :class:`fgvc_lib.registry.Registry` of :class:`Preset`) holds both forms of every preset;
+``register_preset(name, per_image, batched)`` registers them together (a registered name is an error unless
+``replace=True``). Options (keywords after ``img_size, mean, std``; the same for both forms):
+
+- ``cifar100``: noise_std (0.05), noise_p (0.5), the cifar100 parameters of the same names
+- ``bird``, ``light``, ``inat``, ``multilabel``, ``none``: no option
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from ..registry import check_kwargs, unknown_name_error
+from ..registry import Registry, accepted_kwargs
+from . import batch_presets
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -130,28 +143,69 @@ def _multilabel_train(img_size: int, mean: Sequence[float], std: Sequence[float]
     )
 
 
-_PRESETS: dict[str, Callable[..., T.Compose]] = {
-    "bird": _bird_train,
-    "light": _light_train,
-    "none": _none_train,
-    "cifar100": _cifar100_train,
-    "inat": _inat_train,
-    "multilabel": _multilabel_train,
-}
+@dataclass(frozen=True)
+class Preset:
+    """The two forms of an augmentation preset: ``per_image(img_size, mean, std, **options)`` returns a
+    per-sample (PIL) training transform; ``batched(x, img_size, generator, /, **options)`` augments a float batch
+    in [0, 1] on its device (None: the preset cannot be used with ``batch_augment``)."""
+
+    per_image: Callable[..., Callable]
+    batched: Callable[..., torch.Tensor] | None = None
 
 
-def register_preset(name: str) -> Callable:
-    """Decorator: register a training-transform builder ``f(img_size, mean, std) -> transform``."""
+class _PresetRegistry(Registry[Preset]):
+    def factory_of(self, name: str) -> Callable[..., Callable]:
+        return self.get(name).per_image
 
-    def wrap(fn: Callable) -> Callable:
-        _PRESETS[name] = fn
+
+PRESETS = _PresetRegistry("augmentation preset")
+"""Augmentation presets by name; ``PRESETS.create(name, img_size, mean, std, **options)`` builds the per-image form."""
+list_presets = PRESETS.names
+
+
+def _options(fn: Callable, positional: int) -> set[str] | None:
+    """The option names ``fn`` takes after its first ``positional`` arguments (None: any, ``**kwargs``)."""
+    accepted = accepted_kwargs(fn)
+    return None if accepted is None else accepted - set(list(inspect.signature(fn).parameters)[:positional])
+
+
+def register_preset(
+    name: str,
+    per_image: Callable[..., Callable] | None = None,
+    batched: Callable[..., torch.Tensor] | None = None,
+    *,
+    replace: bool = False,
+) -> Callable:
+    """Register preset ``name``'s per-image form and its batched form together (see :class:`Preset`); both must
+    take the same options. Without ``per_image``: a decorator taking it (``@register_preset(name, batched=f)``).
+    A registered name is an error unless ``replace=True``. Returns ``per_image``."""
+
+    def add(fn: Callable[..., Callable]) -> Callable[..., Callable]:
+        if batched is not None:
+            mine, theirs = _options(fn, 3), _options(batched, 3)
+            if mine is not None and theirs is not None and mine != theirs:
+                raise ValueError(
+                    f"augmentation preset {name!r}: the per-image form takes options ({', '.join(sorted(mine))}) "
+                    f"but the batched form ({', '.join(sorted(theirs))})"
+                )
+        PRESETS.register(name, Preset(fn, batched), replace=replace)
         return fn
 
-    return wrap
+    return add if per_image is None else add(per_image)
 
 
-def list_presets() -> list[str]:
-    return sorted(_PRESETS)
+register_preset("bird", _bird_train, batch_presets.bird)
+register_preset("light", _light_train, batch_presets.light)
+register_preset("none", _none_train, batch_presets.resize_only)
+register_preset("cifar100", _cifar100_train, batch_presets.cifar100)
+register_preset("inat", _inat_train, batch_presets.inat)
+register_preset("multilabel", _multilabel_train, batch_presets.multilabel)
+
+
+def preset_options(preset: str, params: Any) -> dict[str, Any]:
+    """The options of ``preset`` taken from a parameters object by name (cifar100: ``noise_std``, ``noise_p``;
+    the others: none), for ``build_transform`` / ``build_batch_transform(..., **preset_options(p.augment, p))``."""
+    return PRESETS.options(preset, params, positional=3)
 
 
 def build_transform(
@@ -164,14 +218,9 @@ def build_transform(
     **options: float,
 ) -> Callable:
     """Training transform of a named preset (``options`` go to presets that take them, e.g. ``noise_std``),
-    or the shared eval transform (Resize + normalise)."""
-    if preset not in _PRESETS:
-        raise unknown_name_error("augmentation preset", preset, list_presets())
-    if not train:
-        return _eval(img_size, mean, std)
-    builder = _PRESETS[preset]
-    check_kwargs("augmentation preset", preset, builder, options)
-    return builder(img_size, mean, std, **options)
+    or the shared eval transform (Resize + normalise). Options are checked either way."""
+    builder = PRESETS.check(preset, img_size, mean, std, **options)
+    return builder(img_size, mean, std, **options) if train else _eval(img_size, mean, std)
 
 
 def denormalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:

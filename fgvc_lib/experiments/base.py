@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .. import distributed as ddp
 from .. import plots
+from ..callbacks import LiveLearningCurves
 from ..cam import compute_cams, overlay, pointing_game
 from ..config import ExperimentParams, ParameterError
 from ..data.datasets import ImageListDataset
@@ -160,7 +161,7 @@ class Experiment:
                 f"parameter 'batch_size': {batch_size} is larger than the training split ({len(dataset)} images); "
                 f"training drops the last incomplete batch, so no step would run"
             )
-        workers = getattr(p, "num_workers", 0)
+        workers = p.num_workers
         device = getattr(self, "device", torch.device("cpu"))
         options: dict[str, Any] = dict(
             batch_size=batch_size,
@@ -207,13 +208,15 @@ class Experiment:
             list(relpaths),
             p.cache_size or p.img_size,
             name=f"{self.NOTEBOOK}-{name}-{tag}",
-            workers=max(1, getattr(p, "num_workers", 1)),
+            workers=max(1, p.num_workers),
             log=print if self.dist.is_main else None,
         )
 
     def batch_augment_options(self) -> dict[str, Any]:
-        """Options of the augmentation preset (subclasses with preset options override)."""
-        return {}
+        """Options of the augmentation preset, picked from the parameters by name (e.g. cifar100's noise)."""
+        from ..data.transforms import preset_options
+
+        return preset_options(self.params.augment, self.params)
 
     def batch_transforms(self) -> tuple[Any, Any]:
         """(train, eval) batched tensor transforms when ``batch_augment``, else (None, None)."""
@@ -256,7 +259,7 @@ class Experiment:
             device=self.device,
             run_dir=self.run_dir,
             seed=p.seed,
-            progress=getattr(p, "progress", True),
+            progress=p.progress,
             task=task,
             checkpoint_extra={"params": p.to_dict(), "classes": list(classes)},
             amp=p.amp,
@@ -264,10 +267,45 @@ class Experiment:
             compile=p.compile,
             batch_transform=self.batch_transforms()[0],
             eval_transform=self.batch_transforms()[1],
+            ohem_schedule=getattr(self, "ohem_schedule", None),
+            callbacks=[LiveLearningCurves(f"{self.NOTEBOOK}: {p.model}")] if p.progress else [],
         )
         if p.resume:
             trainer.resume()
         return trainer
+
+    def build_optimization(self, parameters: Any = None, *, scheduler: str | None = None, **options: Any) -> None:
+        """``self.optimizer`` from ``optimizer`` and ``self.scheduler`` from ``scheduler`` (or the name given),
+        each factory taking its options from the parameters by name (``fgvc_lib.registry.options_from``);
+        ``options`` go to the scheduler and win."""
+        from ..optim import OPTIMIZERS, SCHEDULERS
+
+        p = self.params
+        params = [t for t in (self.model.parameters() if parameters is None else parameters) if t.requires_grad]
+        self.optimizer = OPTIMIZERS.create_from(p.optimizer, p, params)
+        name = scheduler or getattr(p, "scheduler", "none")
+        self.scheduler = SCHEDULERS.create_from(
+            name, p, self.optimizer, steps_per_epoch=len(self.train_loader), **options
+        )
+
+    def fit(
+        self, val_loader: Any, *, title: str, lr_title: str = "", planned_lr: Sequence[float] = (), **curves: Any
+    ) -> list:
+        """Train; save the learning curves (``curves``: options of ``plots.learning_curves``) and the LR per
+        epoch (the plan, if given, with the LR used)."""
+        history = self.trainer.fit(self.train_loader, val_loader)
+        self.save_figure("learning_curves", plots.learning_curves(history, title=title, **curves))
+        used = [r["lr"] for r in history]
+        self.save_figure("lr", plots.schedule_plot(
+            list(planned_lr) or used, ylabel="learning rate", log=True, observed=used if planned_lr else None,
+            title=lr_title or f"LR ({getattr(self.params, 'scheduler', 'none')})"))
+        return history
+
+    def batched_cams(self, xs: torch.Tensor, classes: Sequence[int], batch_size: int = 32) -> np.ndarray:
+        """CAMs of ``classes[i]`` on ``xs[i]``, in batches of ``batch_size``."""
+        cams = [compute_cams(self.model, xs[i : i + batch_size], list(classes[i : i + batch_size]))
+                for i in range(0, len(xs), batch_size)]
+        return np.concatenate(cams)
 
     def save_figure(self, name: str, fig: Figure) -> Figure:
         """Keep the figure for the notebook and write ``figures/<name>.png``."""
@@ -286,17 +324,10 @@ class Experiment:
         points: Sequence[tuple[float, float] | None] | None = None,
         radius: float = 0.0,
         part: str = "",
-        reshape_transform: Callable | None = None,
     ) -> float:
         """Grad-CAM for the true class on ``xs``; saves ``cam_grid``; returns the pointing-game score (NaN
         when no image has a point)."""
-        model = self.model
-        cams = np.concatenate(
-            [
-                compute_cams(model, xs[i : i + 32], labels[i : i + 32], reshape_transform=reshape_transform)
-                for i in range(0, len(xs), 32)
-            ]
-        )
+        cams = self.batched_cams(xs, labels)
         preds = self.trainer.predict([(xs, torch.tensor(list(labels)))])[0].argmax(1).tolist()
         score = pointing_game(cams, points, radius) if points is not None else float("nan")
         pick = np.unique(np.linspace(0, len(xs) - 1, num=min(shown, len(xs))).astype(int))

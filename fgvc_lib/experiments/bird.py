@@ -29,10 +29,9 @@ from ..data.datasets import (
 from ..data.splits import random_split, write_list_file
 from ..data.transforms import build_transform
 from ..engine import create_strategy
-from ..losses import create_loss
+from ..losses import LOSSES
 from ..losses.ohem import create_ohem_schedule
 from ..models import create_ensemble, create_model, data_config
-from ..optim import create_optimizer, create_scheduler
 from ..runs import ensure_embedded_data
 from .base import Experiment, ExperimentResult
 
@@ -42,7 +41,7 @@ EMBEDDED_SEED = 0
 
 def embedded_bird_root(classes: int, per_class: int, size: int) -> Path:
     """The embedded synthetic CUB tree for these sizes, generated on first use (deterministic)."""
-    from ..data.synthetic import is_complete, write_cub
+    from ..data.synth.cub import is_complete, write_cub
 
     return ensure_embedded_data(
         f"cub-synthetic-c{classes}-k{per_class}-s{size}-seed{EMBEDDED_SEED}",
@@ -66,8 +65,6 @@ class BirdExperiment(Experiment):
         p = self.params
         if p.loss != "ohem" and p.ohem_schedule != "none":
             raise ParameterError(f"parameter 'ohem_schedule': {p.ohem_schedule!r} needs loss: ohem")
-        if p.optimizer == "sam" and p.loss == "ohem":
-            raise ParameterError("parameter 'optimizer': sam cannot be combined with loss: ohem")
         self.data_root = self.resolve_data_root(
             lambda: embedded_bird_root(p.synth_classes, p.synth_per_class, p.synth_size)
         )
@@ -102,32 +99,13 @@ class BirdExperiment(Experiment):
         self.val_loader = self.make_loader(self.val_set, shuffle=False) if self.val_records else None
         self.test_loader = self.make_loader(self.test_set, shuffle=False) if self.test_set else None
 
-        loss_kwargs: dict[str, Any] = {"label_smoothing": p.label_smoothing}
-        self.loss_fn = create_loss(p.loss, **loss_kwargs)
-        self.optimizer = create_optimizer(
-            p.optimizer,
-            self.model.parameters(),
-            lr=p.lr,
-            weight_decay=p.weight_decay,
-            momentum=p.momentum,
-            rho=p.rho,
+        self.loss_fn = LOSSES.create_from(p.loss, p)
+        # OHEM's keep ratio is a schedule over epochs (a callback), so it composes with any step (SAM too)
+        self.ohem_schedule = (
+            create_ohem_schedule(p.ohem_schedule, p.epochs, ratio=p.ohem_ratio) if p.loss == "ohem" else None
         )
-        sched_kwargs = {"t0": p.t0} if p.scheduler == "cosine_restarts" else {}
-        self.scheduler = create_scheduler(
-            p.scheduler,
-            self.optimizer,
-            epochs=p.epochs,
-            steps_per_epoch=len(self.train_loader),
-            **sched_kwargs,
-        )
-        if p.optimizer == "sam":
-            self.strategy = create_strategy("sam")
-        elif p.loss == "ohem":
-            schedule = "constant" if p.ohem_schedule == "none" else p.ohem_schedule
-            self.ohem_schedule = create_ohem_schedule(schedule, p.epochs, ratio=p.ohem_ratio)
-            self.strategy = create_strategy("ohem", schedule=self.ohem_schedule)
-        else:
-            self.strategy = create_strategy("plain")
+        self.build_optimization()
+        self.strategy = create_strategy("sam" if p.optimizer == "sam" else "plain")
         self.trainer = self.make_trainer(self.classes)  # resume: checks last.pt before anything is written
         if self.dist.is_main:
             splits = self.run_dir / "splits"
@@ -168,16 +146,7 @@ class BirdExperiment(Experiment):
     # ------------------------------------------------------------------ running
     def _run(self) -> dict[str, Any]:
         p = self.params
-        history = self.trainer.fit(self.train_loader, self.val_loader)
-        self.save_figure(
-            "learning_curves", plots.learning_curves(history, title=f"bird: {self.summary()['model']}")
-        )
-        self.save_figure(
-            "lr",
-            plots.schedule_plot(
-                [r["lr"] for r in history], ylabel="learning rate", title=f"LR ({p.scheduler})", log=True
-            ),
-        )
+        history = self.fit(self.val_loader, title=f"bird: {self.summary()['model']}")
         if p.loss == "ohem":
             self.save_figure(
                 "ohem_ratio",

@@ -16,15 +16,15 @@ import torch
 from matplotlib.figure import Figure
 from torchvision import transforms as T
 
-from .. import plots
 from ..calibration import expected_calibration_error, reliability_diagram
 from ..config import Cifar100Params
-from ..data.cifar import CifarDataset, load_cifar100, write_cifar100
+from ..data.cifar import CifarDataset, load_cifar100
+from ..data.synth.cifar import write_cifar100
 from ..data.transforms import build_transform
 from ..engine import create_strategy
-from ..losses import create_loss
+from ..losses import LOSSES
+from ..metrics import topk_accuracy
 from ..models import create_model, data_config
-from ..optim import create_optimizer, create_scheduler
 from ..runs import ensure_embedded_data
 from .base import Experiment, ExperimentResult
 
@@ -50,10 +50,6 @@ class Cifar100Experiment(Experiment):
     PARAMS = Cifar100Params
     params: Cifar100Params
 
-    def batch_augment_options(self) -> dict[str, Any]:
-        p = self.params
-        return {"noise_std": p.noise_std, "noise_p": p.noise_p} if p.augment == "cifar100" else {}
-
     def _build(self) -> None:
         p = self.params
         self.data_root = self.resolve_data_root(
@@ -74,8 +70,9 @@ class Cifar100Experiment(Experiment):
         )
         cfg = data_config(self.model)
         self.mean, self.std = cfg["mean"], cfg["std"]
-        options = {"noise_std": p.noise_std, "noise_p": p.noise_p} if p.augment == "cifar100" else {}
-        train_tf = build_transform(p.augment, p.img_size, train=True, mean=self.mean, std=self.std, **options)
+        train_tf = build_transform(
+            p.augment, p.img_size, train=True, mean=self.mean, std=self.std, **self.batch_augment_options()
+        )
         eval_tf = build_transform(p.augment, p.img_size, train=False, mean=self.mean, std=self.std)
         if p.batch_augment:  # arrays are decoded already: uint8 tensors, augmented per batch on the device
             train_tf = eval_tf = T.PILToTensor()
@@ -84,24 +81,10 @@ class Cifar100Experiment(Experiment):
         self.train_loader = self.make_loader(self.train_set, shuffle=True)
         self.test_loader = self.make_loader(self.test_set, shuffle=False)
 
-        if p.loss == "mc":
-            self.loss_fn = create_loss("mc", num_classes=k, mu=p.mc_mu, lam=p.mc_lambda)
-            self.strategy = create_strategy("features")
-        else:
-            kwargs = {"gamma": p.gamma} if p.loss == "focal" else {}
-            self.loss_fn = create_loss(p.loss, **kwargs)
-            self.strategy = create_strategy("plain")
-        self.optimizer = create_optimizer(
-            p.optimizer, self.model.parameters(), lr=p.lr, weight_decay=p.weight_decay, momentum=p.momentum
-        )
-        sched_kwargs = {"factor": p.lr_decay, "period": p.lr_period} if p.scheduler == "exponential" else {}
-        self.scheduler = create_scheduler(
-            p.scheduler,
-            self.optimizer,
-            epochs=p.epochs,
-            steps_per_epoch=len(self.train_loader),
-            **sched_kwargs,
-        )
+        self.loss_fn = LOSSES.create_from(p.loss, [p, {"num_classes": k}])
+        # the MC loss also needs the last feature map: its own step
+        self.strategy = create_strategy("features" if p.loss == "mc" else "plain")
+        self.build_optimization()
         self.trainer = self.make_trainer(self.classes)
 
     # ------------------------------------------------------------------ views
@@ -143,19 +126,11 @@ class Cifar100Experiment(Experiment):
     # ------------------------------------------------------------------ running
     def _run(self) -> dict[str, Any]:
         p = self.params
-        history = self.trainer.fit(self.train_loader, self.test_loader)
-        self.save_figure(
-            "learning_curves", plots.learning_curves(history, title=f"cifar100: {p.model}, {p.loss}")
-        )
-        self.save_figure(
-            "lr",
-            plots.schedule_plot(
-                self.lr_plan() or [r["lr"] for r in history],
-                ylabel="learning rate",
-                log=True,
-                observed=[r["lr"] for r in history],
-                title=f"LR ({p.scheduler}: f={p.lr_decay}, period={p.lr_period})",
-            ),
+        history = self.fit(
+            self.test_loader,
+            title=f"cifar100: {p.model}, {p.loss}",
+            lr_title=f"LR ({p.scheduler}: f={p.lr_decay}, period={p.lr_period})",
+            planned_lr=self.lr_plan(),
         )
         logits, targets = self.trainer.predict(self.test_loader)
         final = history[-1]
@@ -164,9 +139,8 @@ class Cifar100Experiment(Experiment):
             "reliability",
             reliability_diagram(logits, targets, n_bins=p.ece_bins, title=f"{p.model}, {p.loss}"),
         )
-        k = min(5, logits.shape[1])
-        top1 = float((logits.argmax(1) == targets).float().mean())
-        top5 = float(logits.topk(k, 1).indices.eq(targets[:, None]).any(1).float().mean())
+        acc = topk_accuracy(logits, targets, ks=(1, 5))
+        top1, top5 = acc[1], acc[5]
         metrics: dict[str, Any] = {
             "epochs_run": len(history),
             "best_epoch": self.trainer.best_epoch,

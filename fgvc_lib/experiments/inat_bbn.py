@@ -14,18 +14,19 @@ import torch
 from matplotlib.figure import Figure
 
 from .. import plots
-from ..cam import box_iou, cam_box, compute_cams, crop_to_boxes, expand_box, overlay
+from ..cam import box_iou, cam_box, crop_to_boxes, expand_box, overlay
 from ..config import InatBBNParams
 from ..data.datasets import ImageRecord
-from ..data.inat import class_counts, read_inat, write_inat
+from ..data.inat import class_counts, read_inat
 from ..data.samplers import ClassAwareSampler, ReversedPairDataset
+from ..data.synth.inat import write_inat
 from ..data.transforms import build_transform, denormalize
 from ..engine import create_strategy
-from ..losses import create_loss
-from ..metrics import group_accuracy, per_class_accuracy, shot_groups
+from ..losses import LOSSES
+from ..metrics import group_accuracy, per_class_accuracy, shot_groups, topk_accuracy
 from ..models import create_model, data_config
 from ..models.bbn import alpha_schedule, create_bbn
-from ..optim import create_optimizer, create_scheduler
+from ..optim import OPTIMIZERS
 from ..runs import ensure_embedded_data
 from .base import Experiment, ExperimentResult
 
@@ -101,37 +102,17 @@ class InatBBNExperiment(Experiment):
             )
         self.val_loader = self.make_loader(self.val_set, shuffle=False)
 
-        self.loss_fn = create_loss("ce")
-        self.optimizer = create_optimizer(
-            p.optimizer, self.model.parameters(), lr=p.lr, weight_decay=p.weight_decay, momentum=p.momentum
-        )
-        steps = len(self.train_loader)
-        if p.lr_steps:
-            self.scheduler = create_scheduler(
-                "multistep",
-                self.optimizer,
-                epochs=p.epochs,
-                steps_per_epoch=steps,
-                milestones=p.lr_steps,
-                gamma=p.lr_gamma,
-            )
-        else:
-            self.scheduler = create_scheduler("none", self.optimizer, epochs=p.epochs, steps_per_epoch=steps)
+        self.loss_fn = LOSSES.create("ce")
+        # multistep: the LR is multiplied by lr_gamma IN the (1-based) epochs of lr_steps, as BBN's loop
+        self.build_optimization(scheduler="multistep")  # no lr_steps: a constant LR
         if p.method == "bbn":
             self.alpha_fn = alpha_schedule(p.alpha, p.epochs, t_max=p.t_max or None)
             self.strategy = create_strategy("bbn", alpha_fn=self.alpha_fn)
         elif p.method == "cot":
-            complement_opt = create_optimizer(
-                p.optimizer,
-                self.model.parameters(),
-                lr=p.lr,
-                weight_decay=p.weight_decay,
-                momentum=p.momentum,
-            )
             self.strategy = create_strategy(
                 "cot",
-                complement_loss=create_loss("complement", num_classes=k),
-                complement_optimizer=complement_opt,
+                complement_loss=LOSSES.create("complement", num_classes=k),
+                complement_optimizer=OPTIMIZERS.create_from(p.optimizer, p, self.model.parameters()),
             )
         else:
             self.strategy = create_strategy("plain")
@@ -182,18 +163,15 @@ class InatBBNExperiment(Experiment):
     # ------------------------------------------------------------------ running
     def _run(self) -> dict[str, Any]:
         p = self.params
-        history = self.trainer.fit(self.train_loader, self.val_loader)
-        self.save_figure(
-            "learning_curves", plots.learning_curves(history, title=f"inat_bbn: {p.method}, {p.model}")
-        )
-        self.save_figure(
-            "lr", plots.schedule_plot([r["lr"] for r in history], ylabel="learning rate", log=True)
+        history = self.fit(
+            self.val_loader, title=f"inat_bbn: {p.method}, {p.model}",
+            lr_title=f"LR (x{p.lr_gamma} in epochs {', '.join(map(str, p.lr_steps))})" if p.lr_steps else "LR",
         )
         self.figure_alpha()
         logits, targets = self.trainer.predict(self.val_loader)
         k = len(self.classes)
-        top1 = float((logits.argmax(1) == targets).float().mean())
-        top5 = float(logits.topk(min(5, k), 1).indices.eq(targets[:, None]).any(1).float().mean())
+        acc = topk_accuracy(logits, targets, ks=(1, 5))
+        top1, top5 = acc[1], acc[5]
         per_class = per_class_accuracy(logits, targets, k)
         many, few = self.shot_thresholds()
         groups = shot_groups(self.train_counts, many=many, few=few)
@@ -237,12 +215,7 @@ class InatBBNExperiment(Experiment):
         xs = self.model_inputs(torch.stack([self.val_set[int(i)][0] for i in picks]))
         labels = torch.tensor([r.label for r in records])
         preds = self.trainer.predict([(xs, labels)])[0].argmax(1)
-        cams = np.concatenate(
-            [
-                compute_cams(self.model, xs[i : i + 32], preds[i : i + 32].tolist())
-                for i in range(0, len(xs), 32)
-            ]
-        )
+        cams = self.batched_cams(xs, preds.tolist())
         s = p.img_size
         boxes = [expand_box(cam_box(c, p.crop_threshold), p.crop_margin, s, s) for c in cams]
         crops = crop_to_boxes(xs, boxes, s)

@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from torch.utils.data import Subset
 
 from .. import plots
-from ..cam import compute_cams, overlay
+from ..cam import overlay
 from ..config import MultilabelParams
 from ..data.multilabel import (
     MultiLabelDataset,
@@ -26,11 +26,11 @@ from ..data.multilabel import (
     iterative_split,
     read_multilabel_csv,
     read_multilabel_folder,
-    write_multilabel,
 )
+from ..data.synth.multilabel import write_multilabel
 from ..data.transforms import build_transform, denormalize
 from ..engine import create_strategy
-from ..losses import create_loss
+from ..losses import LOSSES
 from ..models import create_model, data_config
 from ..multilabel_metrics import (
     exact_match,
@@ -40,7 +40,7 @@ from ..multilabel_metrics import (
     search_threshold_global,
     search_thresholds_per_label,
 )
-from ..optim import create_optimizer, create_scheduler
+from ..optim import OPTIMIZERS, SCHEDULERS
 from ..runs import ensure_embedded_data
 from .base import Experiment, ExperimentResult
 
@@ -111,24 +111,8 @@ class MultilabelExperiment(Experiment):
         self.train_loader = self.make_loader(self.train_set, shuffle=True)
         self.val_loader = self.make_loader(self.val_set, shuffle=False)
 
-        self.loss_fn = create_loss(p.loss)
-        trainable = [t for t in self.model.parameters() if t.requires_grad]
-        self.optimizer = create_optimizer(
-            p.optimizer, trainable, lr=p.lr, weight_decay=p.weight_decay, momentum=p.momentum
-        )
-        steps = len(self.train_loader)
-        if p.scheduler == "onecycle":
-            div = 25.0
-            self.scheduler = create_scheduler(
-                "onecycle",
-                self.optimizer,
-                epochs=p.epochs,
-                steps_per_epoch=steps,
-                div_factor=div,
-                final_div_factor=max(p.lr / div / max(p.lr_min, 1e-12), 1.0),
-            )
-        else:
-            self.scheduler = create_scheduler("none", self.optimizer, epochs=p.epochs, steps_per_epoch=steps)
+        self.loss_fn = LOSSES.create_from(p.loss, p)
+        self.build_optimization()  # one-cycle: per batch, ending at lr_min; trainable parameters only
         self.strategy = create_strategy("plain")
         self.trainer = self.make_trainer(self.labels, task="multilabel")
 
@@ -166,16 +150,9 @@ class MultilabelExperiment(Experiment):
         """The one-cycle LR and momentum at every batch step, from a throw-away copy of the schedule."""
         p = self.params
         probe = torch.nn.Parameter(torch.zeros(1))
-        opt = create_optimizer(p.optimizer, [probe], lr=p.lr, momentum=p.momentum)
+        opt = OPTIMIZERS.create_from(p.optimizer, p, [probe])
         steps = len(self.train_loader)
-        sched = create_scheduler(
-            "onecycle",
-            opt,
-            epochs=p.epochs,
-            steps_per_epoch=steps,
-            div_factor=25.0,
-            final_div_factor=max(p.lr / 25.0 / max(p.lr_min, 1e-12), 1.0),
-        )
+        sched = SCHEDULERS.create_from("onecycle", p, opt, steps_per_epoch=steps)
         key = "momentum" if p.optimizer == "sgd" else "betas"
         lrs, moms = [], []
         for _ in range(p.epochs * steps):
@@ -217,18 +194,10 @@ class MultilabelExperiment(Experiment):
                 "untrained_micro_f1": micro_f1(probs0, truth),
                 "untrained_exact_match": exact_match(probs0, truth),
             }
-        history = self.trainer.fit(self.train_loader, self.val_loader)
-        self.save_figure(
-            "learning_curves",
-            plots.learning_curves(
-                history,
-                title=f"multilabel: {p.model}, {p.loss}, {p.optimizer}",
-                metrics=(
-                    ("loss", f"loss ({p.loss})"),
-                    ("f1", "micro-F1 at 0.5"),
-                    ("acc", "exact match at 0.5"),
-                ),
-            ),
+        history = self.fit(
+            self.val_loader,
+            title=f"multilabel: {p.model}, {p.loss}, {p.optimizer}",
+            metrics=(("loss", f"loss ({p.loss})"), ("f1", "micro-F1 at 0.5"), ("acc", "exact match at 0.5")),
         )
         self.figure_schedule()
         probs, truth = self._probabilities()
@@ -269,7 +238,7 @@ class MultilabelExperiment(Experiment):
         if not pairs:
             return
         xs = self.model_inputs(torch.stack([self.val_set[i][0] for i, _ in pairs]))
-        cams = compute_cams(self.model, xs, [int(j) for _, j in pairs])
+        cams = self.batched_cams(xs, [int(j) for _, j in pairs])
         images = [overlay(denormalize(xs[k], self.mean, self.std), cams[k]) for k in range(len(pairs))]
         titles = [f"{self.labels[j]} (p={probs[i, j]:.2f})" for i, j in pairs]
         self.save_figure(

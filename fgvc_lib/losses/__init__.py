@@ -1,43 +1,38 @@
-"""Loss registry (timm-style): ``register_loss`` / ``create_loss`` / ``list_losses``."""
+"""Loss registry ``LOSSES`` (:class:`fgvc_lib.registry.Registry`) with the timm-style wrappers ``register_loss`` /
+``create_loss`` / ``list_losses``.
+
+An unknown name is a ValueError listing the choices; an option a loss does not take is a TypeError naming it.
+Keywords are named after the experiment parameters (``fgvc_lib.config``), so an experiment builds its loss with
+``LOSSES.create_from(p.loss, p)``, offering values only some losses need as a list:
+``LOSSES.create_from(p.loss, [p, {"num_classes": k}])``.
+
+Options, ``factory(**options)``:
+
+- ``ce``: label_smoothing (0)
+- ``ohem`` (:class:`OHEMLoss`): ratio (1; the keep ratio, set every epoch by the OHEM strategy), label_smoothing (0)
+- ``focal``: gamma (2), reduction ('mean')
+- ``flsd53`` / ``flsd52`` (FLSD, gamma fixed 3 / 2): thresholds, reduction ('mean')
+- ``mc`` (mutual-channel): num_classes (required), mc_mu (1.5), mc_lambda (20), drop_per_group, mask_generator
+- ``complement`` (COT): num_classes (None: the logits' width)
+- ``bce`` / ``mse`` (multi-label): ``bce`` pos_weight (None), both reduction ('mean')
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from torch import nn
 
-from fgvc_lib.registry import check_kwargs, unknown_name_error
+from fgvc_lib.registry import Registry
 
-__all__ = ["register_loss", "create_loss", "list_losses", "OHEMLoss"]
+__all__ = ["LOSSES", "register_loss", "create_loss", "list_losses", "OHEMLoss"]
 
-_LOSSES: dict[str, Callable[..., nn.Module]] = {}
+LOSSES: Registry[Callable[..., nn.Module]] = Registry("loss")
+"""A loss class or ``factory(**options) -> nn.Module`` by name (options: see the module docstring)."""
 
-
-def register_loss(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator registering a loss class or factory under ``name``; duplicate names are an error."""
-
-    def decorator(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        if name in _LOSSES:
-            raise ValueError(f"Loss {name!r} is already registered")
-        _LOSSES[name] = factory
-        return factory
-
-    return decorator
-
-
-def list_losses() -> list[str]:
-    """Sorted names of all registered losses."""
-    return sorted(_LOSSES)
-
-
-def create_loss(name: str, **kwargs: Any) -> nn.Module:
-    """Instantiate the loss registered as ``name`` with ``kwargs`` (unknown kwargs raise TypeError)."""
-    if name not in _LOSSES:
-        raise unknown_name_error("loss", name, list_losses())
-    factory = _LOSSES[name]
-    check_kwargs("loss", name, factory, kwargs)
-    return factory(**kwargs)
+register_loss = LOSSES.register  # register_loss(name, factory=None, *, replace=False); decorator without factory
+create_loss = LOSSES.create  # create_loss(name, **options); unknown options: TypeError
+list_losses = LOSSES.names
 
 
 @register_loss("ce")

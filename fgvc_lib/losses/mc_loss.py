@@ -99,7 +99,6 @@ def cwa_mask(
     return torch.cat(blocks).to(device=device, dtype=dtype)
 
 
-@register_loss("mc")
 class MCLoss(nn.Module):
     """Mutual-channel loss: ``CE(logits, y) + mu * L_dis + lam * loss_2`` (official HEAD form and defaults).
 
@@ -175,3 +174,17 @@ class MCLoss(nn.Module):
             f"num_classes={self.num_classes}, mu={self.mu}, lam={self.lam}, "
             f"drop_per_group={self.drop_per_group}"
         )
+
+
+@register_loss("mc")
+def _mc_loss(
+    num_classes: int,
+    mc_mu: float = 1.5,
+    mc_lambda: float = 20.0,
+    drop_per_group: int | None = None,
+    mask_generator: torch.Generator | None = None,
+) -> MCLoss:
+    """'mc': :class:`MCLoss` with its weights named as the experiment parameters (mu = mc_mu, lam = mc_lambda)."""
+    return MCLoss(
+        num_classes, mu=mc_mu, lam=mc_lambda, drop_per_group=drop_per_group, mask_generator=mask_generator
+    )

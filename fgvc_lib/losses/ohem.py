@@ -1,7 +1,15 @@
 """Online hard example mining (OHEM) for classification, plus the keep-ratio schedules of the bird report.
 
 The report's "ratio" is a *keep* ratio: each batch back-propagates only the ``ratio * B`` samples with the
-largest cross entropy. The schedules below are pure functions of the 0-based epoch index.
+largest cross entropy. The schedules below are pure functions of the 0-based epoch index, built by name from the
+``OHEM_SCHEDULES`` registry; their keywords are the bird parameters, so ``OHEM_SCHEDULES.create_from(
+p.ohem_schedule, p)`` needs no branching:
+
+- ``none``: no schedule, i.e. the constant keep ratio ``ohem_ratio`` (0.7) at every epoch (the same as
+  ``constant``; ``ohem_ratio=1`` back-propagates every sample);
+- ``constant``: ``ohem_ratio`` (0.7) at every epoch;
+- ``cyclical``: the report's two linear decays over ``epochs`` (no option);
+- ``step``: the report's piecewise-constant ratios, milestones scaled by ``epochs / reference_epochs`` (200).
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fgvc_lib.losses import register_loss
-from fgvc_lib.registry import unknown_name_error
+from fgvc_lib.registry import Registry
 
 __all__ = [
     "OHEMLoss",
@@ -25,6 +33,7 @@ __all__ = [
     "ohem_ratio_cyclical",
     "ohem_ratio_step",
     "ohem_ratio_constant",
+    "OHEM_SCHEDULES",
     "create_ohem_schedule",
     "list_ohem_schedules",
     "scale_milestones",
@@ -136,10 +145,6 @@ def ohem_ratio_constant(epoch: int, ratio: float) -> float:
     return _check_ratio(ratio)
 
 
-def _always_one(epoch: int) -> float:
-    return 1.0
-
-
 def scale_milestones(milestones: Sequence[int], total_epochs: int, reference_epochs: int) -> tuple[int, ...]:
     """Scale by total/reference (round half up); clamp milestone i to [i + 1, total - n + i]
     (upper bound only if total > n) so epoch 0 keeps ratio 1 and every step is reached; kept increasing."""
@@ -156,34 +161,50 @@ def scale_milestones(milestones: Sequence[int], total_epochs: int, reference_epo
     return tuple(out)
 
 
-_SCHEDULES = ("none", "constant", "cyclical", "step")
+OHEM_SCHEDULES: Registry[Callable[..., Callable[[int], float]]] = Registry("OHEM schedule")
+"""``factory(epochs, **options) -> (epoch -> keep ratio)`` by name (see the module docstring)."""
+list_ohem_schedules = OHEM_SCHEDULES.names
 
 
-def list_ohem_schedules() -> list[str]:
-    """Names accepted by :func:`create_ohem_schedule`."""
-    return sorted(_SCHEDULES)
+def _check_epochs(epochs: int) -> int:
+    if epochs < 1:
+        raise ValueError(f"total_epochs must be >= 1, got {epochs}")
+    return epochs
+
+
+@OHEM_SCHEDULES.register("constant")
+def _constant(epochs: int, ohem_ratio: float = 0.7) -> Callable[[int], float]:
+    _check_epochs(epochs)
+    return functools.partial(ohem_ratio_constant, ratio=_check_ratio(ohem_ratio))
+
+
+OHEM_SCHEDULES.register("none", _constant)  # no schedule: the constant keep ratio
+
+
+@OHEM_SCHEDULES.register("cyclical")
+def _cyclical(epochs: int) -> Callable[[int], float]:
+    return functools.partial(ohem_ratio_cyclical, total_epochs=_check_epochs(epochs))
+
+
+@OHEM_SCHEDULES.register("step")
+def _step(epochs: int, reference_epochs: int = 200) -> Callable[[int], float]:
+    _check_epochs(epochs)
+    if reference_epochs < 1:
+        raise ValueError(f"reference_epochs must be >= 1, got {reference_epochs}")
+    milestones = DEFAULT_STEP_MILESTONES
+    if epochs != reference_epochs:
+        milestones = scale_milestones(milestones, epochs, reference_epochs)
+    return functools.partial(ohem_ratio_step, milestones=milestones, ratios=DEFAULT_STEP_RATIOS)
 
 
 def create_ohem_schedule(
     name: str, total_epochs: int, *, ratio: float = 0.7, reference_epochs: int = 200
 ) -> Callable[[int], float]:
-    """Epoch -> keep ratio for ``none`` (1.0), ``constant`` (``ratio``), ``cyclical`` or ``step``.
+    """Epoch -> keep ratio for ``none`` and ``constant`` (both: ``ratio`` at every epoch), ``cyclical`` or
+    ``step`` (milestones scaled by total_epochs / reference_epochs, see scale_milestones).
 
-    ``step`` uses the report's milestones scaled by total_epochs / reference_epochs (see scale_milestones).
+    The arguments are offered like parameters (``OHEM_SCHEDULES.create_from``): ``ratio`` only matters to
+    ``none`` / ``constant``, ``reference_epochs`` only to ``step``.
     """
-    if name not in _SCHEDULES:
-        raise unknown_name_error("OHEM schedule", name, list_ohem_schedules())
-    if total_epochs < 1:
-        raise ValueError(f"total_epochs must be >= 1, got {total_epochs}")
-    if name == "none":
-        return _always_one
-    if name == "constant":
-        return functools.partial(ohem_ratio_constant, ratio=_check_ratio(ratio))
-    if name == "cyclical":
-        return functools.partial(ohem_ratio_cyclical, total_epochs=total_epochs)
-    if reference_epochs < 1:
-        raise ValueError(f"reference_epochs must be >= 1, got {reference_epochs}")
-    milestones = DEFAULT_STEP_MILESTONES
-    if total_epochs != reference_epochs:
-        milestones = scale_milestones(milestones, total_epochs, reference_epochs)
-    return functools.partial(ohem_ratio_step, milestones=milestones, ratios=DEFAULT_STEP_RATIOS)
+    offered = {"epochs": total_epochs, "ohem_ratio": ratio, "reference_epochs": reference_epochs}
+    return OHEM_SCHEDULES.create_from(name, offered)

@@ -64,9 +64,12 @@ def alpha_schedule(name: str, max_epoch: int, t_max: int | None = None) -> Calla
     return lambda epoch: value
 
 
-def bbn_mixed_loss(logits: torch.Tensor, y_c: torch.Tensor, y_r: torch.Tensor, alpha: float) -> torch.Tensor:
-    """``alpha * CE(logits, y_c) + (1 - alpha) * CE(logits, y_r)``, both batch means, one shared logit tensor."""
-    return alpha * F.cross_entropy(logits, y_c) + (1 - alpha) * F.cross_entropy(logits, y_r)
+def bbn_mixed_loss(
+    logits: torch.Tensor, y_c: torch.Tensor, y_r: torch.Tensor, alpha: float, loss_fn: Callable = F.cross_entropy
+) -> torch.Tensor:
+    """``alpha * L(logits, y_c) + (1 - alpha) * L(logits, y_r)`` (L: cross-entropy by default, batch means),
+    one shared logit tensor: the official combiner's loss."""
+    return alpha * loss_fn(logits, y_c) + (1 - alpha) * loss_fn(logits, y_r)
 
 
 def _take_last_block(backbone: Classifier) -> nn.Module:

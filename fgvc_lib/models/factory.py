@@ -1,7 +1,9 @@
-"""Models by name: ``create_model(name, num_classes, pretrained=...)`` for timm and efficientnet-pytorch.
+"""Models by name: ``create_model(name, num_classes, pretrained=...)`` for timm, torchvision and efficientnet-pytorch.
 
-Names: any timm model (``resnet50``, ``resnest50d``, ``tf_efficientnet_lite0`` ...) and the efficientnet-pytorch
-names ``efficientnet-b0`` ... ``efficientnet-b8`` (hyphen, as that package spells them), and
+Names: any timm model (``resnet50``, ``resnest50d``, ``tf_efficientnet_lite0`` ...), ``torchvision:<name>`` for a
+torchvision classification model (``torchvision:resnet50``, ``torchvision:efficientnet_b0``, ``torchvision:convnext_tiny``
+...; see ``torchvision_models``), the efficientnet-pytorch names ``efficientnet-b0`` ... ``efficientnet-b8``
+(hyphen, as that package spells them), and
 ``antialiased_resnet50``: Zhang's anti-aliased ResNet-50 from the antialiased-cnns package (BlurPool filter 4;
 timm's own ``resnetblur50`` is a different variant: filter 3, unblurred shortcut), and ``small_cnn``: the
 multi-label report's small CNN trained from scratch (``simple_cnn.SmallCNN``). ``pretrained=True``
@@ -18,6 +20,7 @@ from torch import nn
 
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ..registry import closest
+from . import torchvision_models as tv
 from .ensemble import FeatureConcatEnsemble, WeightedLogitEnsemble
 from .pretrained import (
     OFFLINE_WEIGHTS,
@@ -50,6 +53,7 @@ def list_models(pattern: str = "") -> list[str]:
         + list(ANTIALIASED_CNNS_NAMES)
         + list(SCRATCH_NAMES)
         + list(_timm_names())
+        + [tv.PREFIX + n for n in tv.supported_names()]
     )
     return [n for n in names if pattern in n]
 
@@ -58,8 +62,22 @@ def _unknown(name: str) -> ValueError:
     close = closest(name, list_models(), n=5)
     hint = f"; closest names: {', '.join(close)}" if close else ""
     return ValueError(
-        f"Unknown model '{name}', expected a timm name (see fgvc_lib.models.list_models()) or one of "
+        f"Unknown model '{name}', expected a timm name (see fgvc_lib.models.list_models()), "
+        f"torchvision:<name>, or one of "
         f"{', '.join(EFFICIENTNET_PYTORCH_NAMES + tuple(ANTIALIASED_CNNS_NAMES) + SCRATCH_NAMES)}{hint}"
+    )
+
+
+def _unknown_torchvision(name: str) -> ValueError:
+    tv_name = name[len(tv.PREFIX) :]
+    why = tv.unsupported_reason(tv_name) if tv_name in tv.all_names() else ""
+    close = closest(tv_name, tv.supported_names(), n=5)
+    hint = f"; closest names: {', '.join(tv.PREFIX + n for n in close)}" if close else ""
+    if why:
+        return ValueError(f"Unsupported model '{name}': {why}{hint}")
+    return ValueError(
+        f"Unknown model '{name}', expected torchvision:<name> with a torchvision classification model "
+        f"(see fgvc_lib.models.list_models('torchvision:')){hint}"
     )
 
 
@@ -103,6 +121,9 @@ def create_model(
         return _with_upsample(model, upsample_size)
     if name in SCRATCH_NAMES:
         return _create_small_cnn(name, num_classes, pretrained, upsample_size, **kwargs)
+    if name.startswith(tv.PREFIX):
+        model = _create_torchvision(name, num_classes, pretrained, weights, download, **kwargs)
+        return _with_upsample(model, upsample_size)
     if name not in _timm_names():
         raise _unknown(name)
     import timm
@@ -160,6 +181,42 @@ def _create_antialiased_cnns(
         "interpolation": "bilinear",
     }
     model = Classifier(net, "torchvision_resnet", name, num_classes, config)
+    return reset_head(model) if pretrained else model
+
+
+def _create_torchvision(
+    name: str, num_classes: int, pretrained: bool, weights: str, download: bool, **kwargs: Any
+) -> Classifier:
+    """``torchvision:<name>``: ``torchvision.models.get_model(<name>, weights=None, num_classes=...)``.
+
+    ``pretrained`` loads ``weights`` (a local state dict of the same architecture) or, only when ``download``
+    is allowed, torchvision's DEFAULT ImageNet weights (then the 1000-class head is replaced); otherwise
+    ``PretrainedWeightsUnavailable``. ``num_classes=0`` replaces the final Linear with ``nn.Identity``.
+    Extra keyword arguments go to the torchvision builder (e.g. ``dropout``).
+    """
+    import torchvision.models as tvm
+
+    tv_name = name[len(tv.PREFIX) :]
+    if tv_name not in tv.supported_names():
+        raise _unknown_torchvision(name)
+    from_hub = pretrained and not weights
+    if from_hub and not download:
+        raise PretrainedWeightsUnavailable(unavailable_message(name))
+    if from_hub:
+        net = tvm.get_model(tv_name, weights="DEFAULT", **kwargs)  # 1000 ImageNet classes
+    else:
+        net = tvm.get_model(tv_name, weights=None, num_classes=max(num_classes, 1), **kwargs)
+    fam = tv.family(net)
+    head = tv.head_layer(net, fam)
+    net.num_features = head.in_features
+    if from_hub and num_classes and num_classes != head.out_features:
+        tv.set_head(net, fam, nn.Linear(head.in_features, num_classes))
+    if num_classes == 0:
+        tv.set_head(net, fam, nn.Identity())
+    if pretrained and weights:
+        load_weights_file(net, weights)
+    kind = "torchvision_resnet" if fam == "resnet" else "torchvision"
+    model = Classifier(net, kind, name, num_classes, tv.data_config(tv_name))
     return reset_head(model) if pretrained else model
 
 

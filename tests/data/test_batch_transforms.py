@@ -10,7 +10,7 @@ from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TVF
 
-import fgvc_lib.data.batch_transforms as bt
+import fgvc_lib.data.batch_ops as ops
 from fgvc_lib.data import transforms as pil_transforms
 from fgvc_lib.data.batch_transforms import BatchTransform, build_batch_transform, list_batch_presets
 from fgvc_lib.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ToHSV, build_transform
@@ -172,8 +172,8 @@ def _pil_tensor(img: Image.Image) -> torch.Tensor:
 
 
 def _warp_one(src: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
-    stages = [bt._Stage(torch.eye(3)[None]), bt._Stage(inverse, check=True, projective=True)]
-    return bt._warp(src, stages, src.shape[-1])[0][0]
+    stages = [ops.Stage(torch.eye(3)[None]), ops.Stage(inverse, check=True, projective=True)]
+    return ops.warp(src, stages, src.shape[-1])[0][0]
 
 
 def test_geometric_ops_match_pil_conventions() -> None:
@@ -184,21 +184,21 @@ def test_geometric_ops_match_pil_conventions() -> None:
     img, src = Image.fromarray(arr), torch.from_numpy(arr).permute(2, 0, 1)[None].float() / 255
     one = lambda v: torch.tensor([float(v)])  # noqa: E731
     bilinear = InterpolationMode.BILINEAR
-    shear_x = bt._rotation(one(0), s)
+    shear_x = ops.rotation(one(0), s)
     shear_x[:, 0, 1] += 0.25
     corners = [[0, 0], [s - 1, 0], [s - 1, s - 1], [0, s - 1]]
     quad = [[3, 5], [28, 2], [30, 27], [1, 29]]
     cases = {
-        "affine": (TVF.affine(img, 20, [0, 0], 1.0, [30, 0], bilinear, fill=0), bt._affine(one(20), one(30), s)),
-        "rotate": (TVF.rotate(img, 40, bilinear), bt._rotation(one(40), s)),
-        "perspective": (TVF.perspective(img, corners, quad, bilinear, fill=0), bt._perspective_to(
+        "affine": (TVF.affine(img, 20, [0, 0], 1.0, [30, 0], bilinear, fill=0), ops.affine(one(20), one(30), s)),
+        "rotate": (TVF.rotate(img, 40, bilinear), ops.rotation(one(40), s)),
+        "perspective": (TVF.perspective(img, corners, quad, bilinear, fill=0), ops.perspective_to(
             torch.tensor(quad, dtype=torch.float32)[None], s)),
         "shift": (img.transform(img.size, Image.AFFINE, (1, 0, 1.7, 0, 1, -2.3), resample=Image.BILINEAR),
-                  bt._matrix(one(1), one(0), one(1.7), one(0), one(1), one(-2.3))),
+                  ops.matrix(one(1), one(0), one(1.7), one(0), one(1), one(-2.3))),
         "shear_x": (TVF.affine(img, 0, [0, 0], 1.0, [float(np.degrees(np.arctan(0.25))), 0], bilinear, fill=0,
                                center=[0, 0]), shear_x),
-        "hflip": (TVF.hflip(img), bt._hflip(1, s, torch.device("cpu"))),
-        "vflip": (TVF.vflip(img), bt._vflip(1, s, torch.device("cpu"))),
+        "hflip": (TVF.hflip(img), ops.hflip(1, s, torch.device("cpu"))),
+        "vflip": (TVF.vflip(img), ops.vflip(1, s, torch.device("cpu"))),
     }
     for name, (pil_out, inverse) in cases.items():
         expected, got = _pil_tensor(pil_out), _warp_one(src, inverse)
@@ -207,8 +207,8 @@ def test_geometric_ops_match_pil_conventions() -> None:
         assert int((filled_pil ^ filled).sum()) <= 2, name  # the fill test is PIL's, up to rounding
     # RandomResizedCrop's crop box (i, j, h, w) + resize
     i, j, h, w = 5, 3, 20, 25
-    crop = bt._matrix(one(w / s), one(0), one(j), one(0), one(h / s), one(i))
-    got = bt._warp(src, [bt._Stage(crop)], s)[0][0]
+    crop = ops.matrix(one(w / s), one(0), one(j), one(0), one(h / s), one(i))
+    got = ops.warp(src, [ops.Stage(crop)], s)[0][0]
     assert float((_pil_tensor(TVF.resized_crop(img, i, j, h, w, [s, s])) - got).abs().mean()) < 2 / 255
 
 
@@ -217,12 +217,12 @@ def test_colour_ops_match_pil() -> None:
     img, x = Image.fromarray(arr), torch.from_numpy(arr).permute(2, 0, 1)[None].float() / 255
     f = lambda v: torch.tensor([float(v)])  # noqa: E731
     cases = [
-        (TVF.adjust_brightness(img, 1.3), bt._brightness(x.clone(), f(1.3), 0), 1),
-        (TVF.adjust_contrast(img, 0.6), bt._contrast(x.clone(), f(0.6), 0), 1),
-        (TVF.adjust_saturation(img, 1.4), bt._saturation(x.clone(), f(1.4), 0), 1),
-        (TVF.adjust_hue(img, -0.45), bt._hue(x.clone(), f(-0.45), 0), 3),  # PIL's HSV is 8-bit
-        (TVF.rgb_to_grayscale(img, 3), bt._gray3(x), 1),
-        (ToHSV()(img), bt._pil_hsv(x), 0.1),
+        (TVF.adjust_brightness(img, 1.3), ops.brightness(x.clone(), f(1.3), 0), 1),
+        (TVF.adjust_contrast(img, 0.6), ops.contrast(x.clone(), f(0.6), 0), 1),
+        (TVF.adjust_saturation(img, 1.4), ops.saturation(x.clone(), f(1.4), 0), 1),
+        (TVF.adjust_hue(img, -0.45), ops.hue(x.clone(), f(-0.45), 0), 3),  # PIL's HSV is 8-bit
+        (TVF.rgb_to_grayscale(img, 3), ops.gray3(x), 1),
+        (ToHSV()(img), ops.pil_hsv(x), 0.1),
     ]
     for k, (pil_out, got, tol) in enumerate(cases):
         assert float((_pil_tensor(pil_out) - got).abs().mean()) * 255 < tol, k

@@ -16,21 +16,24 @@ from torchvision import transforms
 from fgvc_lib.data import cifar
 from fgvc_lib.data.cifar import (
     BASE_FOLDER,
-    COARSE_LABEL_NAMES,
-    FINE_ATTRIBUTE_INDEX,
-    FINE_LABEL_NAMES,
     CifarArrays,
     CifarDataset,
     from_cifar_rows,
     is_official_cifar100,
     load_cifar100,
     read_cifar100,
-    render_cifar_image,
     to_cifar_rows,
-    write_cifar100,
 )
 from fgvc_lib.data.datasets import DataError
-from fgvc_lib.data.synthetic import class_attributes
+from fgvc_lib.data.synth import cifar as synth_cifar
+from fgvc_lib.data.synth.cifar import (
+    COARSE_LABEL_NAMES,
+    FINE_ATTRIBUTE_INDEX,
+    FINE_LABEL_NAMES,
+    render_cifar_image,
+    write_cifar100,
+)
+from fgvc_lib.data.synth.render import class_attributes
 
 TRAIN, TEST = 2, 1
 
@@ -72,7 +75,7 @@ def test_class_design_names_and_coarse_groups() -> None:
     for fine, (name, attr) in enumerate(zip(FINE_LABEL_NAMES, FINE_ATTRIBUTE_INDEX, strict=True)):
         spec = class_attributes(attr)
         assert name == f"{spec.colour_name.lower()}_{spec.shape}_{spec.pattern}"
-        coarse = COARSE_LABEL_NAMES[cifar.coarse_of(fine)]
+        coarse = COARSE_LABEL_NAMES[synth_cifar.coarse_of(fine)]
         assert coarse == f"{spec.colour_name.lower()}_{spec.shape}_birds"  # shared colour + shape
         assert spec.shape in ("disc", "triangle", "bar")
         colours.add(spec.colour_name)
@@ -165,7 +168,7 @@ def test_write_cifar100_replaces_atomically_and_survives_failure(
         with open(path, "wb") as f:
             pickle.dump(obj, f, protocol=2)
 
-    monkeypatch.setattr(cifar, "_dump", failing_dump)
+    monkeypatch.setattr(synth_cifar, "_dump", failing_dump)
     with pytest.raises(OSError, match="disk full"):
         write_cifar100(tmp_path, train_per_class=1, test_per_class=1, seed=9)
     assert calls[0].parent != base  # written elsewhere, never into the real folder
@@ -528,7 +531,7 @@ def test_classes_are_separable_at_32px_by_nearest_class_mean(tmp_path: Path) -> 
 
 
 def test_render_bird_size_options_make_the_patch_visible_at_32px() -> None:
-    from fgvc_lib.data.synthetic import image_rng, render_bird
+    from fgvc_lib.data.synth.render import image_rng, render_bird
 
     default, _ = render_bird(image_rng(1, 2), 5, 48)
     explicit, _ = render_bird(image_rng(1, 2), 5, 48, length_range=(0.35, 0.70), patch_scale=1.0)
@@ -538,9 +541,9 @@ def test_render_bird_size_options_make_the_patch_visible_at_32px() -> None:
             image_rng(0, k),
             k,
             32,
-            clutter=cifar.RENDER_CLUTTER,
-            length_range=cifar.RENDER_LENGTH_RANGE,
-            patch_scale=cifar.RENDER_PATCH_SCALE,
+            clutter=synth_cifar.RENDER_CLUTTER,
+            length_range=synth_cifar.RENDER_LENGTH_RANGE,
+            patch_scale=synth_cifar.RENDER_PATCH_SCALE,
         )
         assert img.size == (32, 32)
         assert 2 * ann.part_radius >= 5.5  # patch diameter in pixels

@@ -19,7 +19,7 @@ from fgvc_lib.data.datasets import (
     read_cub,
     read_image_folder,
 )
-from fgvc_lib.data.synthetic import write_cub
+from fgvc_lib.data.synth.cub import write_cub
 
 N_CLASSES, PER_CLASS, SIZE = 3, 4, 48
 

@@ -14,18 +14,11 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from fgvc_lib import plots
-from fgvc_lib.data import inat
 from fgvc_lib.data.datasets import DataError, ImageListDataset
-from fgvc_lib.data.inat import (
-    InatData,
-    attribute_indices,
-    class_counts,
-    long_tail_counts,
-    read_inat,
-    species_taxonomy,
-    write_inat,
-)
-from fgvc_lib.data.synthetic import class_attributes
+from fgvc_lib.data.inat import InatData, class_counts, read_inat
+from fgvc_lib.data.synth import inat as synth_inat
+from fgvc_lib.data.synth.inat import attribute_indices, long_tail_counts, species_taxonomy, write_inat
+from fgvc_lib.data.synth.render import class_attributes
 
 SMALL = {"classes": 8, "max_per_class": 20, "imbalance": 10, "val_per_class": 2, "size": 48, "seed": 5}
 TAXONOMY_KEYS = {"id", "name", "kingdom", "phylum", "class", "order", "family", "genus"}
@@ -177,7 +170,7 @@ def test_write_inat_replaces_atomically_and_survives_failure(
     out = write_inat(tmp_path / "set", classes=2, max_per_class=2, val_per_class=1, size=32)
     before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     calls: list[Path] = []
-    original = inat._save_image
+    original = synth_inat.save_jpeg
 
     def failing_save(image: Any, path: Path) -> None:
         calls.append(path)
@@ -185,7 +178,7 @@ def test_write_inat_replaces_atomically_and_survives_failure(
             raise OSError("disk full")
         original(image, path)
 
-    monkeypatch.setattr(inat, "_save_image", failing_save)
+    monkeypatch.setattr(synth_inat, "save_jpeg", failing_save)
     with pytest.raises(OSError, match="disk full"):
         write_inat(out, classes=3, max_per_class=3, val_per_class=1, size=32, seed=1)
     assert all(out / "train_val2019" not in p.parents for p in calls)  # never written into the real tree

@@ -15,12 +15,9 @@ import torch
 from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
 from PIL import Image
 
-from fgvc_lib.data import multilabel
 from fgvc_lib.data.datasets import DataError, load_rgb
 from fgvc_lib.data.multilabel import (
     LABELS,
-    REPORT_EMPTY_SHARE,
-    REPORT_FREQUENCIES,
     MultiLabelData,
     MultiLabelDataset,
     all_negative_share,
@@ -30,11 +27,16 @@ from fgvc_lib.data.multilabel import (
     read_boxes,
     read_multilabel_csv,
     read_multilabel_folder,
-    render_scene,
+)
+from fgvc_lib.data.synth import scene
+from fgvc_lib.data.synth.multilabel import (
+    REPORT_EMPTY_SHARE,
+    REPORT_FREQUENCIES,
     sample_label_sets,
     write_multilabel,
 )
-from fgvc_lib.data.synthetic import image_rng
+from fgvc_lib.data.synth.render import image_rng
+from fgvc_lib.data.synth.scene import render_scene
 
 SMALL = {"images": 40, "size": 64, "seed": 3, "grayscale_share": 0.1}
 BIG = {"images": 2000, "size": 32, "seed": 0}
@@ -235,7 +237,7 @@ def test_render_scene_boxes_and_bird_cut_out() -> None:
     assert none == {} and np.asarray(empty).std() > 5  # cluttered background
     with pytest.raises(ValueError, match="labels"):
         render_scene(image_rng(0, 3), ["cat"], 64)
-    sprite, mask, (x, y, w, h) = multilabel._bird_sprite(image_rng(0, 4), 64)
+    sprite, mask, (x, y, w, h) = scene._bird_sprite(image_rng(0, 4), 64)
     m = np.asarray(mask) > 0
     yy, xx = np.nonzero(m)
     inside = (xx >= x - 2) & (xx <= x + w + 2) & (yy >= y - 2) & (yy <= y + h + 2)

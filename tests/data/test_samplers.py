@@ -7,12 +7,14 @@ from scipy.stats import chi2
 from torch.utils.data import DataLoader
 
 from fgvc_lib.data.samplers import (
+    SAMPLERS,
     ClassAwareSampler,
     ReversedPairDataset,
     class_counts,
     class_weights,
     create_sampler,
     list_samplers,
+    register_sampler,
 )
 
 COUNTS = [5000, 500, 50]
@@ -191,6 +193,9 @@ def test_sampler_registry():
         create_sampler("balance", LABELS)
     with pytest.raises(TypeError, match="'replacement'"):
         create_sampler("uniform", LABELS, replacement=False)
+    with pytest.raises(ValueError, match="sampler 'uniform' is already registered"):
+        register_sampler("uniform", lambda labels: None)
+    assert SAMPLERS.create_from("reversed", {"seed": 3, "lr": 0.1}, LABELS).seed == 3
 
 
 # ---------------------------------------------------------------------------------- ReversedPairDataset

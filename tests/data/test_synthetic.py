@@ -1,4 +1,4 @@
-"""Tests for the synthetic fine-grained bird renderer and the CUB-200-2011 writer."""
+"""Tests for the shared synthetic renderer (birds, class design) and the CUB-200-2011 writer."""
 
 from __future__ import annotations
 
@@ -8,21 +8,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fgvc_lib.data import synthetic
-from fgvc_lib.data.synthetic import (
-    COMPLETE_MARKER,
-    CUB_PART_NAMES,
+from fgvc_lib.data.synth import cub as synth_cub
+from fgvc_lib.data.synth.cub import COMPLETE_MARKER, CUB_PART_NAMES, class_name, is_complete, write_cub
+from fgvc_lib.data.synth.render import (
     DISCRIMINATIVE_PART,
     NUM_CLASSES,
     PART_COLOURS,
     BirdAnnotation,
     PartSpec,
+    check_int,
     class_attributes,
-    class_name,
     image_rng,
-    is_complete,
     render_bird,
-    write_cub,
 )
 
 CUB_FILES = (
@@ -77,25 +74,55 @@ def test_class_index_out_of_range(bad: int) -> None:
         class_name(bad)
 
 
-def test_cub_part_names() -> None:
-    assert CUB_PART_NAMES == (
-        "back",
-        "beak",
-        "belly",
-        "breast",
-        "crown",
-        "forehead",
-        "left eye",
-        "left leg",
-        "left wing",
-        "nape",
-        "right eye",
-        "right leg",
-        "right wing",
-        "tail",
-        "throat",
-    )
-    assert DISCRIMINATIVE_PART == "left wing"
+def test_part_ids_and_visibility_follow_the_real_cub_files(cub_root: Path) -> None:
+    # parts/parts.txt of the real CUB-200-2011: 15 parts, ids 1..15 in alphabetical order; a few ids
+    # checked by hand against the official file.
+    ids = {" ".join(r[1:]): int(r[0]) for r in _rows(cub_root / "parts" / "parts.txt")}
+    assert list(ids.values()) == list(range(1, 16)) and list(ids) == sorted(ids)
+    known = {"back": 1, "beak": 2, "left eye": 7, "left wing": 9, "tail": 14, "throat": 15}
+    assert {name: ids[name] for name in known} == known
+    assert ids[DISCRIMINATIVE_PART] == 9
+    # The bird is drawn in left profile without legs: every image marks exactly the legs, the right eye
+    # and the right wing (ids 8, 11, 12, 13) as not visible, with CUB's "0.0 0.0 0" row.
+    hidden: dict[int, set[int]] = {}
+    for image_id, part_id, x, y, visible in _rows(cub_root / "parts" / "part_locs.txt"):
+        if visible == "0":
+            assert (x, y) == ("0.0", "0.0")
+            hidden.setdefault(int(image_id), set()).add(int(part_id))
+    assert hidden == {i: {8, 11, 12, 13} for i in range(1, 16)}
+
+
+def test_recorded_wing_location_lies_on_the_class_patch_in_the_written_jpeg(cub_root: Path) -> None:
+    # Class 0 is a solid crimson disc (200, 20, 45): around the "left wing" location of part_locs.txt the
+    # saved JPEG shows that colour, elsewhere on the bird it does not.
+    assert (class_attributes(0).pattern, class_attributes(0).rgb) == ("solid", (200, 20, 45))
+    images = dict(_rows(cub_root / "images.txt"))
+    labels = dict(_rows(cub_root / "image_class_labels.txt"))
+    locs = _rows(cub_root / "parts" / "part_locs.txt")
+    wing = {r[0]: (float(r[2]), float(r[3])) for r in locs if r[1] == "9"}
+    beak = {r[0]: (float(r[2]), float(r[3])) for r in locs if r[1] == "2"}
+    crimson = np.array([200.0, 20.0, 45.0])
+    checked = 0
+    for image_id, rel in images.items():
+        if labels[image_id] != "1":
+            continue
+        arr = np.asarray(Image.open(cub_root / "images" / rel).convert("RGB"), dtype=np.float64)
+        for (px, py), on_patch in ((wing[image_id], True), (beak[image_id], False)):
+            x, y = int(round(px)), int(round(py))
+            mean = arr[y - 1 : y + 2, x - 1 : x + 2].reshape(-1, 3).mean(axis=0)
+            assert bool(np.abs(mean - crimson).max() < 45) is on_patch, (rel, on_patch, mean)
+        checked += 1
+    assert checked == 5
+
+
+def test_check_int_accepts_integers_in_range_and_names_the_argument() -> None:
+    assert check_int("n", np.int64(5), 1, 5) == 5 and type(check_int("n", np.int64(5), 1, 5)) is int
+    with pytest.raises(ValueError, match=r"^n: expected an integer in 1\.\.5, got 6$"):
+        check_int("n", 6, 1, 5)
+    with pytest.raises(ValueError, match=r"^k: expected an integer >= 0, got True$"):
+        check_int("k", True, 0)
+    with pytest.raises(ValueError, match=r"^size: expected pixels, got 2\.0$"):
+        check_int("size", 2.0, 1, None, "pixels")
 
 
 # ------------------------------------------------------------------------------------------ renderer
@@ -339,7 +366,7 @@ def test_write_cub_bad_arguments(tmp_path: Path, kwargs: dict, param: str) -> No
 def test_interrupted_write_is_not_marked_complete(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = write_cub(tmp_path / "d", classes=1, per_class=2, size=32)
     calls = {"n": 0}
-    real = synthetic.render_bird
+    real = synth_cub.render_bird
 
     def flaky(*args, **kwargs):  # type: ignore[no-untyped-def]
         calls["n"] += 1
@@ -347,7 +374,7 @@ def test_interrupted_write_is_not_marked_complete(tmp_path: Path, monkeypatch: p
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(synthetic, "render_bird", flaky)
+    monkeypatch.setattr(synth_cub, "render_bird", flaky)
     with pytest.raises(KeyboardInterrupt):
         write_cub(out, classes=2, per_class=3, size=32)
     assert not is_complete(out)

@@ -9,18 +9,6 @@ from fgvc_lib.data.datasets import DataError
 from fgvc_lib.experiments.bird import BirdExperiment, embedded_bird_root, run
 from fgvc_lib.models import PretrainedWeightsUnavailable
 
-TINY = dict(
-    synth_classes=3,
-    synth_per_class=6,
-    synth_size=48,
-    img_size=32,
-    batch_size=4,
-    epochs=2,
-    num_workers=0,
-    cam_images=2,
-    progress=False,
-)
-
 
 def test_embedded_data_is_generated_once_and_reused():
     root = embedded_bird_root(3, 6, 48)
@@ -30,15 +18,15 @@ def test_embedded_data_is_generated_once_and_reused():
     assert len((root / "images.txt").read_text().splitlines()) == 18
 
 
-def test_split_files_are_the_seeded_70_30_split(tmp_path):
-    exp = BirdExperiment(dict(TINY, run_dir=str(tmp_path / "a"), synth_per_class=20))
+def test_split_files_are_the_seeded_70_30_split(tmp_path, tiny_params):
+    exp = BirdExperiment(tiny_params("bird", run_dir=str(tmp_path / "a"), synth_per_class=20))
     train = (tmp_path / "a" / "splits" / "train.txt").read_text().splitlines()
     val = (tmp_path / "a" / "splits" / "val.txt").read_text().splitlines()
     assert len(train) + len(val) == 30 and len(val) == 9  # 3 classes x 10 training images, 30 % held out
     assert all(line.startswith("images/") and line.split()[-1] in {"0", "1", "2"} for line in train + val)
-    again = BirdExperiment(dict(TINY, run_dir=str(tmp_path / "b"), synth_per_class=20))
+    again = BirdExperiment(tiny_params("bird", run_dir=str(tmp_path / "b"), synth_per_class=20))
     assert (tmp_path / "b" / "splits" / "val.txt").read_text().splitlines() == val
-    other = BirdExperiment(dict(TINY, run_dir=str(tmp_path / "c"), synth_per_class=20, seed=1))
+    other = BirdExperiment(tiny_params("bird", run_dir=str(tmp_path / "c"), synth_per_class=20, seed=1))
     assert (tmp_path / "c" / "splits" / "val.txt").read_text().splitlines() != val
     assert exp.summary()["train / val / test images"] == (21, 9, 30)
     assert again.data.num_classes == 3 and other.data.format == "cub"
@@ -56,8 +44,8 @@ def test_split_files_are_the_seeded_70_30_split(tmp_path):
     ],
     ids=["sam", "ensemble-logits", "ensemble-concat", "ohem-step"],
 )
-def test_options_run_end_to_end(tmp_path, extra):
-    result = run(dict(TINY, run_dir=str(tmp_path / "r"), **extra))
+def test_options_run_end_to_end(tmp_path, extra, tiny_params):
+    result = run(tiny_params("bird", run_dir=str(tmp_path / "r"), **extra))
     metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert metrics["status"] == "finished" and metrics["epochs_run"] == 2
     assert 0.0 <= metrics["top1_acc"] <= 1.0 and metrics["eval_split"] == "test"
@@ -65,43 +53,45 @@ def test_options_run_end_to_end(tmp_path, extra):
     assert (tmp_path / "r" / "figures" / "cam_grid.png").stat().st_size > 1000
 
 
-def test_ohem_history_records_ratio(tmp_path):
-    result = run(dict(TINY, epochs=4, run_dir=str(tmp_path / "r"), loss="ohem", ohem_schedule="cyclical"))
+def test_ohem_history_records_ratio(tmp_path, tiny_params):
+    result = run(
+        tiny_params("bird", epochs=4, run_dir=str(tmp_path / "r"), loss="ohem", ohem_schedule="cyclical")
+    )
     assert [r["ohem_ratio"] for r in result.history] == [1.0, 0.5, 0.5, 0.25]
     assert (tmp_path / "r" / "figures" / "ohem_ratio.png").is_file()
 
 
-def test_resume_continues_to_the_same_history(tmp_path):
-    full = run(dict(TINY, epochs=3, run_dir=str(tmp_path / "full")))
-    exp = BirdExperiment(dict(TINY, epochs=3, run_dir=str(tmp_path / "part")))
+def test_resume_continues_to_the_same_history(tmp_path, tiny_params):
+    full = run(tiny_params("bird", epochs=3, run_dir=str(tmp_path / "full")))
+    exp = BirdExperiment(tiny_params("bird", epochs=3, run_dir=str(tmp_path / "part")))
     exp.trainer.epochs = 2  # as if killed after two epochs
     exp.trainer.fit(exp.train_loader, exp.val_loader)
-    resumed = run(dict(TINY, epochs=3, run_dir=str(tmp_path / "part"), resume=True))
+    resumed = run(tiny_params("bird", epochs=3, run_dir=str(tmp_path / "part"), resume=True))
     assert len(resumed.history) == 3
     for a, b in zip(full.history, resumed.history, strict=False):
         assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-5)
         assert a["val_acc"] == pytest.approx(b["val_acc"])
 
 
-def test_failure_is_recorded_and_names_the_path(tmp_path):
+def test_failure_is_recorded_and_names_the_path(tmp_path, tiny_params):
     with pytest.raises(DataError, match="does not exist"):
-        BirdExperiment(dict(TINY, run_dir=str(tmp_path / "r"), data_root=str(tmp_path / "nowhere")))
+        BirdExperiment(tiny_params("bird", run_dir=str(tmp_path / "r"), data_root=str(tmp_path / "nowhere")))
     metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert metrics["status"] == "failed" and "nowhere" in metrics["error"]
 
 
-def test_pretrained_weights_that_cannot_be_had_fail_clearly(tmp_path):
+def test_pretrained_weights_that_cannot_be_had_fail_clearly(tmp_path, tiny_params):
     with pytest.raises(PretrainedWeightsUnavailable, match="download: true"):
-        BirdExperiment(dict(TINY, run_dir=str(tmp_path / "r"), model="resnet50", pretrained=True))
+        BirdExperiment(tiny_params("bird", run_dir=str(tmp_path / "r"), model="resnet50", pretrained=True))
 
 
-def test_batch_larger_than_training_split(tmp_path):
+def test_batch_larger_than_training_split(tmp_path, tiny_params):
     with pytest.raises(ParameterError, match="'batch_size': 64 is larger than the training split"):
-        BirdExperiment(dict(TINY, run_dir=str(tmp_path / "r"), batch_size=64))
+        BirdExperiment(tiny_params("bird", run_dir=str(tmp_path / "r"), batch_size=64))
 
 
-def test_inconsistent_options_are_rejected(tmp_path):
+def test_inconsistent_options_are_rejected(tmp_path, tiny_params):
     with pytest.raises(ParameterError, match="'ohem_schedule'.*needs loss: ohem"):
-        BirdExperiment(dict(TINY, run_dir=str(tmp_path / "a"), ohem_schedule="step"))
+        BirdExperiment(tiny_params("bird", run_dir=str(tmp_path / "a"), ohem_schedule="step"))
     with pytest.raises(ParameterError, match="sam cannot be combined"):
-        BirdExperiment(dict(TINY, run_dir=str(tmp_path / "b"), optimizer="sam", loss="ohem"))
+        BirdExperiment(tiny_params("bird", run_dir=str(tmp_path / "b"), optimizer="sam", loss="ohem"))

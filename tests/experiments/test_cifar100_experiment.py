@@ -8,21 +8,10 @@ from fgvc_lib.data.cifar import write_cifar100
 from fgvc_lib.data.datasets import DataError
 from fgvc_lib.experiments.cifar100 import Cifar100Experiment, run
 
-TINY = dict(
-    synth_train_per_class=2,
-    synth_test_per_class=1,
-    upsample_size=32,
-    batch_size=32,
-    epochs=2,
-    num_workers=0,
-    cam_images=2,
-    progress=False,
-)
-
 
 @pytest.mark.parametrize("loss", ["ce", "mc", "focal", "flsd53"])
-def test_each_loss_runs_and_reports_calibration(tmp_path, loss):
-    result = run(dict(TINY, loss=loss, run_dir=str(tmp_path / "r")))
+def test_each_loss_runs_and_reports_calibration(tmp_path, loss, tiny_params):
+    result = run(tiny_params("cifar100", loss=loss, run_dir=str(tmp_path / "r")))
     metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert metrics["status"] == "finished" and metrics["params"]["loss"] == loss
     assert 0.0 <= metrics["ece"] <= 1.0 and metrics["num_classes"] == 100
@@ -33,17 +22,25 @@ def test_each_loss_runs_and_reports_calibration(tmp_path, loss):
     assert len(result.history) == 2
 
 
-def test_exponential_decay_matches_formula(tmp_path):
+def test_exponential_decay_matches_formula(tmp_path, tiny_params):
     result = run(
-        dict(TINY, epochs=4, lr=1e-3, lr_decay=0.5, lr_period=2, cam_images=0, run_dir=str(tmp_path / "r"))
+        tiny_params(
+            "cifar100",
+            epochs=4,
+            lr=1e-3,
+            lr_decay=0.5,
+            lr_period=2,
+            cam_images=0,
+            run_dir=str(tmp_path / "r"),
+        )
     )
     assert [r["lr"] for r in result.history] == pytest.approx([1e-3 * 0.5 ** (e / 2) for e in range(4)])
 
 
-def test_swin_behind_upsampling(tmp_path):
+def test_swin_behind_upsampling(tmp_path, tiny_params):
     result = run(
-        dict(
-            TINY,
+        tiny_params(
+            "cifar100",
             model="swin_tiny_patch4_window7_224",
             pretrained=False,
             epochs=1,
@@ -54,15 +51,17 @@ def test_swin_behind_upsampling(tmp_path):
     assert result.metrics["epochs_run"] == 1 and (tmp_path / "r" / "figures" / "cam_grid.png").is_file()
 
 
-def test_real_format_data_root(tmp_path):
+def test_real_format_data_root(tmp_path, tiny_params):
     root = write_cifar100(tmp_path / "data", train_per_class=1, test_per_class=1, seed=3)
-    exp = Cifar100Experiment(dict(TINY, data_root=str(root), batch_size=16, run_dir=str(tmp_path / "r")))
+    exp = Cifar100Experiment(
+        tiny_params("cifar100", data_root=str(root), batch_size=16, run_dir=str(tmp_path / "r"))
+    )
     assert exp.summary()["train / test images"] == (100, 100)
 
 
-def test_broken_data_root_is_recorded(tmp_path):
+def test_broken_data_root_is_recorded(tmp_path, tiny_params):
     root = write_cifar100(tmp_path / "data", train_per_class=1, test_per_class=1, seed=3)
     (root / "cifar-100-python" / "test").unlink()
     with pytest.raises(DataError, match="test"):
-        Cifar100Experiment(dict(TINY, data_root=str(root), run_dir=str(tmp_path / "r")))
+        Cifar100Experiment(tiny_params("cifar100", data_root=str(root), run_dir=str(tmp_path / "r")))
     assert json.loads((tmp_path / "r" / "metrics.json").read_text())["status"] == "failed"

@@ -8,20 +8,9 @@ import torch
 
 from fgvc_lib.experiments.multilabel import MultilabelExperiment, run
 
-TINY = dict(
-    synth_images=120,
-    synth_size=48,
-    img_size=32,
-    batch_size=16,
-    epochs=2,
-    num_workers=0,
-    cam_images=2,
-    progress=False,
-)
 
-
-def test_run_records_f1_baseline_thresholds_and_sanity_check(tmp_path):
-    result = run(dict(TINY, run_dir=str(tmp_path / "r")))
+def test_run_records_f1_baseline_thresholds_and_sanity_check(tmp_path, tiny_params):
+    result = run(tiny_params("multilabel", run_dir=str(tmp_path / "r")))
     m = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert m["status"] == "finished"
     for key in (
@@ -43,8 +32,8 @@ def test_run_records_f1_baseline_thresholds_and_sanity_check(tmp_path):
         assert (tmp_path / "r" / "figures" / f"{name}.png").is_file(), name
 
 
-def test_onecycle_trace_goes_to_lr_min_and_cycles_momentum(tmp_path):
-    exp = MultilabelExperiment(dict(TINY, run_dir=str(tmp_path / "r"), lr=0.01, lr_min=1e-7))
+def test_onecycle_trace_goes_to_lr_min_and_cycles_momentum(tmp_path, tiny_params):
+    exp = MultilabelExperiment(tiny_params("multilabel", run_dir=str(tmp_path / "r"), lr=0.01, lr_min=1e-7))
     lrs, moms = exp.schedule_trace()
     assert lrs[0] == pytest.approx(0.01 / 25)
     assert 0.0095 <= max(lrs) <= 0.01  # the peak falls between two batch steps
@@ -52,9 +41,9 @@ def test_onecycle_trace_goes_to_lr_min_and_cycles_momentum(tmp_path):
     assert moms[0] == pytest.approx(0.95) and min(moms) == pytest.approx(0.85, abs=1e-3)
 
 
-def test_frozen_backbone_trains_only_the_last_layer(tmp_path):
+def test_frozen_backbone_trains_only_the_last_layer(tmp_path, tiny_params):
     exp = MultilabelExperiment(
-        dict(TINY, run_dir=str(tmp_path / "r"), freeze_backbone=True, epochs=1, cam_images=0)
+        tiny_params("multilabel", run_dir=str(tmp_path / "r"), freeze_backbone=True, epochs=1, cam_images=0)
     )
     trainable = [n for n, t in exp.model.named_parameters() if t.requires_grad]
     assert trainable and all("classifier" in n for n in trainable)
@@ -74,6 +63,6 @@ def test_frozen_backbone_trains_only_the_last_layer(tmp_path):
     ],
     ids=["mse-adam", "small"],
 )
-def test_other_options(tmp_path, extra):
-    result = run(dict(TINY, run_dir=str(tmp_path / "r"), epochs=1, cam_images=0, **extra))
+def test_other_options(tmp_path, extra, tiny_params):
+    result = run(tiny_params("multilabel", run_dir=str(tmp_path / "r"), epochs=1, cam_images=0, **extra))
     assert np.isfinite(result.metrics["val_loss"])

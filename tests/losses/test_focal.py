@@ -22,9 +22,30 @@ def close(actual: torch.Tensor, expected: list[float], tol: float = 2e-6) -> Non
     torch.testing.assert_close(actual, torch.tensor(expected, dtype=actual.dtype), atol=tol, rtol=0)
 
 
-def test_spec_inputs():
-    close(F.softmax(Z, dim=1).gather(1, Y[:, None]).squeeze(1), PT)
-    close(F.cross_entropy(Z, Y, reduction="none"), CE)
+def _p_t() -> list[float]:
+    """p_t = softmax(z)[y] of the spec inputs in plain floats (no torch)."""
+    rows = zip(Z.tolist(), Y.tolist(), strict=True)
+    return [math.exp(row[y]) / sum(math.exp(v) for v in row) for row, y in rows]
+
+
+def _by_hand(gamma: float) -> list[float]:
+    """Focal loss from the definition: FL = -(1 - p_t) ** gamma * log(p_t)."""
+    return [-((1 - p) ** gamma) * math.log(p) for p in _p_t()]
+
+
+def test_spec_inputs_by_hand():
+    """The spec's tables follow from the definition (no torch), and FocalLoss reproduces them."""
+    assert _p_t() == pytest.approx(PT, abs=1e-6)
+    assert [-math.log(p) for p in _p_t()] == pytest.approx(CE, abs=1e-6)
+    # row 0 in closed form: p_t = e^2 / (e^2 + e + 1), FL_2 = (1 - p_t)^2 * log(1 + e^-1 + e^-2)
+    p0 = math.e**2 / (math.e**2 + math.e + 1)
+    assert FocalLoss(2.0, reduction="none")(Z, Y)[0].item() == pytest.approx(
+        (1 - p0) ** 2 * math.log(1 + math.exp(-1) + math.exp(-2)), abs=1e-12
+    )
+    for gamma, table in ((0.0, CE), (2.0, FL2), (3.0, FL3)):
+        assert _by_hand(gamma) == pytest.approx(table, abs=1e-6)
+        close(FocalLoss(gamma, reduction="none")(Z, Y), _by_hand(gamma), tol=1e-12)
+    assert FocalLoss(2.0)(Z, Y).item() == pytest.approx(sum(_by_hand(2.0)) / 3, abs=1e-12)
 
 
 def test_focal_gamma2_and_gamma3():

@@ -170,10 +170,13 @@ def test_dropped_channels_get_no_dis_gradient():
 
 def test_validation_and_registry():
     assert "mc" in list_losses()
-    loss = create_loss("mc", num_classes=5, mu=2.0)
+    loss = create_loss("mc", num_classes=5, mc_mu=2.0)
     assert isinstance(loss, MCLoss) and loss.mu == 2.0 and loss.lam == 20.0
-    with pytest.raises(TypeError, match="num_classes"):
+    assert create_loss("mc", num_classes=5, mc_lambda=3.0).lam == 3.0
+    with pytest.raises(TypeError, match="loss 'mc': missing a required argument: 'num_classes'"):
         create_loss("mc")
+    with pytest.raises(TypeError, match="'mu' for loss 'mc'"):
+        create_loss("mc", num_classes=5, mu=2.0)
     with pytest.raises(ValueError, match="features"):
         MCLoss(10).terms(torch.randn(2, 8, 3, 3), torch.zeros(2, dtype=torch.long))
     with pytest.raises(ValueError, match="features"):

@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import fgvc_lib.losses as losses_pkg
-from fgvc_lib.losses import create_loss, list_losses, register_loss
+from fgvc_lib.losses import LOSSES, create_loss, list_losses, register_loss
 from fgvc_lib.losses.ohem import (
+    OHEM_SCHEDULES,
     OHEMLoss,
     create_ohem_schedule,
     list_ohem_schedules,
@@ -205,8 +205,12 @@ def test_scaled_milestones_short_run_stay_increasing():
 
 
 def test_other_schedules_and_registry():
-    assert [create_ohem_schedule("none", 5)(e) for e in range(5)] == [1.0] * 5
+    # none = no schedule: the constant keep ratio (the bird parameter ohem_ratio, 0.7 by default)
+    assert [create_ohem_schedule("none", 5)(e) for e in range(5)] == [0.7] * 5
+    assert [create_ohem_schedule("none", 5, ratio=0.4)(e) for e in range(5)] == [0.4] * 5
+    assert create_ohem_schedule("none", 5, ratio=1.0)(4) == 1.0
     assert create_ohem_schedule("constant", 5, ratio=0.6)(3) == 0.6
+    assert create_ohem_schedule("cyclical", 10, ratio=0.3)(0) == 1.0  # ratio matters to none / constant only
     assert ohem_ratio_constant(7, 0.3) == 0.3
     assert create_ohem_schedule("cyclical", 200)(160) == pytest.approx(0.25)
     assert list_ohem_schedules() == ["constant", "cyclical", "none", "step"]
@@ -214,6 +218,18 @@ def test_other_schedules_and_registry():
         create_ohem_schedule("cyclic", 10)
     with pytest.raises(ValueError, match="ratio"):
         create_ohem_schedule("constant", 10, ratio=1.2)
+    with pytest.raises(ValueError, match="total_epochs"):
+        create_ohem_schedule("step", 0)
+
+
+def test_ohem_schedules_from_bird_parameters():
+    params = {"epochs": 10, "ohem_ratio": 0.5, "ohem_schedule": "none", "lr": 0.1}
+    for name in ("none", "constant"):
+        assert [OHEM_SCHEDULES.create_from(name, params)(e) for e in (0, 9)] == [0.5, 0.5]
+    assert OHEM_SCHEDULES.create_from("step", params)(0) == 1.0
+    assert OHEM_SCHEDULES.create_from("cyclical", params)(0) == 1.0
+    with pytest.raises(TypeError, match="'ohem_ratio' for OHEM schedule 'step'"):
+        OHEM_SCHEDULES.create("step", 10, ohem_ratio=0.5)
 
 
 # -------------------------------------------------------------------------------------------- registry
@@ -242,7 +258,7 @@ def test_unknown_loss_and_kwargs():
 
 
 def test_register_loss_decorator(monkeypatch):
-    monkeypatch.setattr(losses_pkg, "_LOSSES", dict(losses_pkg._LOSSES))  # keep the global registry clean
+    monkeypatch.setattr(LOSSES, "_items", dict(LOSSES._items))  # keep the global registry clean
 
     @register_loss("_test_l1")
     def _l1() -> nn.Module:
@@ -251,4 +267,18 @@ def test_register_loss_decorator(monkeypatch):
     assert "_test_l1" in list_losses()
     assert isinstance(create_loss("_test_l1"), nn.L1Loss)
     with pytest.raises(ValueError, match="already registered"):
-        register_loss("_test_l1")(_l1)
+        register_loss("_test_l1")(lambda: nn.MSELoss())
+    register_loss("_test_l1", lambda: nn.MSELoss(), replace=True)
+    assert isinstance(create_loss("_test_l1"), nn.MSELoss)
+
+
+def test_losses_from_parameters():
+    """Loss keywords are the experiment parameter names: create_from needs no per-name branching."""
+    params = {"label_smoothing": 0.1, "gamma": 3.0, "mc_mu": 2.0, "mc_lambda": 5.0, "lr": 0.1, "epochs": 3}
+    assert LOSSES.create_from("ce", params).label_smoothing == 0.1
+    assert LOSSES.create_from("ohem", params).label_smoothing == 0.1
+    assert LOSSES.create_from("focal", params).gamma == 3.0
+    mc = LOSSES.create_from("mc", [params, {"num_classes": 4}])
+    assert (mc.num_classes, mc.mu, mc.lam) == (4, 2.0, 5.0)
+    for name in list_losses():
+        assert isinstance(LOSSES.create_from(name, [params, {"num_classes": 4}]), nn.Module)
