@@ -200,7 +200,7 @@ def _epoch_seconds(run_dir: Path) -> list[float]:
 
 
 def notebook(out: Path, device: str, full: bool) -> dict[str, Any]:
-    from fgvc_lib.cli import execute_notebook
+    from fgvc_lib.execution import execute_notebook
 
     values = bird_values(amp="bf16", channels_last=True, device=device)
     if _tiny(device, full):

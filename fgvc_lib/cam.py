@@ -1,8 +1,13 @@
 """Class activation maps through the grad-cam package, plus the pointing-game score.
 
 ``compute_cams`` runs Grad-CAM (or another pytorch_grad_cam method by name) on ``model.cam_layer`` (the
-feature-map hook every ``fgvc_lib`` model exposes), one target per image. ``pointing_game`` scores whether
-each CAM's maximum falls within a radius of a known part location.
+hook every ``fgvc_lib`` model exposes), one target per image, with ``model.cam_reshape_transform`` for
+channels-last activations. ``cam_layer`` is the last feature map for CNNs (timm, torchvision, efficientnet-
+pytorch); for Swin V1 it is ``layers[-1].blocks[-1].norm1``, not the final normalised map: that map's
+Grad-CAM gradients are the same at every token (global average pooling feeds a linear head), and it
+localised the bird and its discriminative part worse on a trained Swin (docs/swin_cam_layer.md,
+``models.wrappers.swin_cam_layer``). ``pointing_game`` scores whether each CAM's maximum falls within a
+radius of a known part location.
 """
 
 from __future__ import annotations

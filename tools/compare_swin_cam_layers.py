@@ -20,9 +20,9 @@ Scores per image, averaged over the test set:
 Data: ``fgvc_lib.data.synthetic.render_bird`` (the renderer ``write_cub`` uses, with its per-image
 ``image_rng(seed, class, k)`` and its box / part annotations), on classes whose wing patches differ in colour
 (indices 0, 25, 50, ...: the first ``write_cub`` classes share one colour and differ only in the patch's
-shape and pattern, which a from-scratch model at 96 px does not learn in a CPU budget).
+shape and pattern, which a from-scratch Swin does not learn in a CPU budget).
 
-Run: ``.venv/bin/python tools/compare_swin_cam_layers.py`` (about 4 minutes per seed on 2 CPU cores).
+Run: ``.venv/bin/python tools/compare_swin_cam_layers.py`` (about 2.5 minutes per seed on 2 CPU cores).
 See docs/swin_cam_layer.md for the result and the decision.
 """
 
@@ -41,7 +41,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fgvc_lib.cam import compute_cams, pointing_game  # noqa: E402
-from fgvc_lib.data.synthetic import DISCRIMINATIVE_PART, image_rng, render_bird  # noqa: E402
+from fgvc_lib.data.synth.render import DISCRIMINATIVE_PART, image_rng, render_bird  # noqa: E402
 from fgvc_lib.data.transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from fgvc_lib.models import create_model  # noqa: E402
 

@@ -27,6 +27,10 @@ class WeightedLogitEnsemble(nn.Module):
     def cam_layer(self) -> nn.Module:
         return self.model_a.cam_layer
 
+    @property
+    def cam_reshape_transform(self):
+        return self.model_a.cam_reshape_transform
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.w * self.model_a(x) + (1 - self.w) * self.model_b(x)
 
@@ -49,6 +53,10 @@ class FeatureConcatEnsemble(nn.Module):
     @property
     def cam_layer(self) -> nn.Module:
         return self.model_a.cam_layer
+
+    @property
+    def cam_reshape_transform(self):
+        return self.model_a.cam_reshape_transform
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         fa = self.model_a.pool(self.model_a.forward_features(x))

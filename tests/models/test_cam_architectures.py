@@ -32,8 +32,29 @@ def test_small_swin_cam_derives_the_token_grid(upsample, grid):
     _check(compute_cams(model, torch.rand(2, 3, 32, 32), [1, 2]), 32, 2)
 
 
-def test_swin_cam_follows_the_evidence():
-    """A Swin whose head reads only channel 0: the CAM peaks where the last map's channel 0 is largest."""
+def test_swin_cam_layer_is_norm1_of_the_last_block():
+    """Swin V1's CAM target is ``layers[-1].blocks[-1].norm1`` (docs/swin_cam_layer.md), channels-last too."""
+    model = create_model("swin_tiny_patch4_window7_224", 5, upsample_size=64).eval()
+    assert model.cam_layer is model.net.layers[-1].blocks[-1].norm1
+    seen = []
+    handle = model.cam_layer.register_forward_hook(lambda m, i, o: seen.append(tuple(o.shape)))
+    try:
+        cams = compute_cams(model, torch.rand(2, 3, 32, 32), [1, 2])
+    finally:
+        handle.remove()
+    assert seen and seen[0] == (2, 2, 2, 768)  # (B, H, W, C): the reshape comes from the model's layout
+    _check(cams, 32, 2)
+
+
+def test_swin_v2_keeps_the_final_map():
+    """Swin V2 blocks are post-norm (norm1 normalises the attention output), so the final map stays."""
+    model = create_model("swinv2_tiny_window8_256", 3, img_size=64, window_size=4)
+    assert model.cam_layer is model.feature_tap
+
+
+def test_swin_cam_on_the_final_map_follows_the_evidence():
+    """A Swin whose head reads only channel 0: Grad-CAM on the final map (``feature_tap``, passed explicitly)
+    peaks where that map's channel 0 is largest."""
     torch.manual_seed(0)
     model = create_model("swin_tiny_patch4_window7_224", 2, upsample_size=128).eval()
     head = model.classifier()
@@ -43,7 +64,7 @@ def test_swin_cam_follows_the_evidence():
         head.weight[0, 0] = 1.0
         x = torch.rand(1, 3, 32, 32)
         fmap = model.to_nchw(model.forward_features(x))[0, 0]  # (4, 4)
-    cams = compute_cams(model, x, [0])
+    cams = compute_cams(model, x, [0], layer=model.feature_tap)
     peak_cell = np.unravel_index(np.argmax(cams[0]), cams[0].shape)
     cell = (peak_cell[0] * 4 // 32, peak_cell[1] * 4 // 32)
     expected = np.unravel_index(int(torch.relu(fmap).argmax()), (4, 4))

@@ -97,8 +97,9 @@ def test_torchvision_swin_v2_keeps_the_final_map():
 def test_data_config_follows_default_weights():
     cfg = data_config(create_model("torchvision:efficientnet_b1", 2))
     assert cfg["mean"] == pytest.approx((0.485, 0.456, 0.406))
-    assert cfg["input_size"] == (3, 240, 240)
-    assert cfg["interpolation"] == "bicubic"
+    assert cfg["input_size"] == (3, 240, 240)  # DEFAULT = IMAGENET1K_V2: crop 240, bilinear
+    assert cfg["interpolation"] == "bilinear"
+    assert data_config(create_model("torchvision:efficientnet_b0", 2))["interpolation"] == "bicubic"
 
 
 def test_upsample_and_builder_kwargs(images):
