@@ -117,7 +117,7 @@ def child_main(values_json: str, result_path: str) -> int:
             }
         )
 
-    exp.trainer.callbacks.append(record)
+    exp.trainer.add_callback(record)
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     try:

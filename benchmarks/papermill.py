@@ -50,7 +50,7 @@ def run(quick: bool = False, out: str | Path = RESULTS_DIR) -> dict[str, Any]:
     os.environ.setdefault("MPLBACKEND", "Agg")
     import matplotlib.pyplot as plt
 
-    from fgvc_lib.cli import execute_notebook, export_html
+    from fgvc_lib.execution import execute_notebook, export_html
     from fgvc_lib.experiments.bird import BirdExperiment
 
     values = bird_values(quick)

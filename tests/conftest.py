@@ -22,7 +22,7 @@ _TINY_SIZES: dict[str, dict[str, Any]] = {
     "cifar100": dict(synth_train_per_class=2, synth_test_per_class=1, upsample_size=32, batch_size=32),
     "inat_bbn": dict(
         synth_classes=6, synth_max_per_class=12, synth_imbalance=6.0, synth_val_per_class=2, synth_size=48,
-        img_size=32, batch_size=8, lr_steps=[1],
+        img_size=32, batch_size=8, lr_steps=[2],
     ),
     "multilabel": dict(synth_images=120, synth_size=48, img_size=32, batch_size=16),
 }

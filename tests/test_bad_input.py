@@ -35,7 +35,7 @@ from fgvc_lib.data.datasets import (
 from fgvc_lib.data.inat import read_inat
 from fgvc_lib.data.multilabel import read_boxes, read_multilabel_csv, read_multilabel_folder
 from fgvc_lib.data.splits import read_list_file
-from fgvc_lib.data.synthetic import write_cub
+from fgvc_lib.data.synth.cub import write_cub
 from fgvc_lib.engine import CheckpointError, Trainer
 from fgvc_lib.experiments.bird import BirdExperiment
 from fgvc_lib.models import create_model

@@ -17,7 +17,7 @@ Scores per image, averaged over the test set:
   2020, Score-CAM);
 * ``degenerate``: share of maps that are constant (all zero: no positive evidence anywhere).
 
-Data: ``fgvc_lib.data.synthetic.render_bird`` (the renderer ``write_cub`` uses, with its per-image
+Data: ``fgvc_lib.data.synth.render.render_bird`` (the renderer ``write_cub`` uses, with its per-image
 ``image_rng(seed, class, k)`` and its box / part annotations), on classes whose wing patches differ in colour
 (indices 0, 25, 50, ...: the first ``write_cub`` classes share one colour and differ only in the patch's
 shape and pattern, which a from-scratch Swin does not learn in a CPU budget).

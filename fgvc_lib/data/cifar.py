@@ -12,7 +12,6 @@ The synthetic writer of this format is :func:`fgvc_lib.data.synth.cifar.write_ci
 
 from __future__ import annotations
 
-import importlib
 import os
 import pickle
 from collections.abc import Callable, Sequence
@@ -301,11 +300,3 @@ class CifarDataset(torch.utils.data.Dataset):
     @property
     def classes(self) -> Sequence[str]:
         return self.arrays.fine_names
-
-
-def __getattr__(name: str) -> Any:
-    """Temporary: ``write_cifar100`` at its old path, imported on first use (the writer imports this
-    module, so a plain re-export here would be a circular import)."""
-    if name == "write_cifar100":
-        return importlib.import_module("fgvc_lib.data.synth.cifar").write_cifar100
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

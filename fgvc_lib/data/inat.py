@@ -19,7 +19,6 @@ and reads real files without them.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -209,11 +208,3 @@ def class_counts(data: ClassificationData) -> np.ndarray:
     """Images per class over all of ``data.records`` (int64, length ``data.num_classes``)."""
     labels = np.fromiter((r.label for r in data.records), dtype=np.int64, count=len(data.records))
     return np.bincount(labels, minlength=data.num_classes).astype(np.int64)
-
-
-def __getattr__(name: str) -> Any:
-    """Temporary: ``write_inat`` at its old path, imported on first use (the writer imports this module,
-    so a plain re-export here would be a circular import)."""
-    if name == "write_inat":
-        return importlib.import_module("fgvc_lib.data.synth.inat").write_inat
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

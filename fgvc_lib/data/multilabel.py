@@ -16,7 +16,6 @@ in pixels, one box per label an image carries; :func:`read_boxes` reads it.
 from __future__ import annotations
 
 import csv
-import importlib
 import json
 import math
 import os
@@ -345,11 +344,3 @@ def frequency_table(data: MultiLabelData, train_idx: Sequence[int], val_idx: Seq
             "difference_pp": 100.0 * (train - val),
         }
     )
-
-
-def __getattr__(name: str) -> Any:
-    """Temporary: ``write_multilabel`` at its old path, imported on first use (the writer imports this
-    module, so a plain re-export here would be a circular import)."""
-    if name == "write_multilabel":
-        return importlib.import_module("fgvc_lib.data.synth.multilabel").write_multilabel
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

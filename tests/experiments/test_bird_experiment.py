@@ -93,5 +93,25 @@ def test_batch_larger_than_training_split(tmp_path, tiny_params):
 def test_inconsistent_options_are_rejected(tmp_path, tiny_params):
     with pytest.raises(ParameterError, match="'ohem_schedule'.*needs loss: ohem"):
         BirdExperiment(tiny_params("bird", run_dir=str(tmp_path / "a"), ohem_schedule="step"))
-    with pytest.raises(ParameterError, match="sam cannot be combined"):
-        BirdExperiment(tiny_params("bird", run_dir=str(tmp_path / "b"), optimizer="sam", loss="ohem"))
+
+
+def test_sam_with_ohem_cyclical_runs_through_fgvc_train(tmp_path, tiny_params):
+    """SAM is a step, OHEM's keep ratio a callback: they compose (refused before for no technical reason)."""
+    import json
+    import subprocess
+    import sys
+
+    args = [sys.executable, "-m", "fgvc_lib.cli", "train", "bird", "-p", "optimizer", "sam", "-p", "loss", "ohem",
+            "-p", "ohem_schedule", "cyclical", "-p", "run_dir", str(tmp_path / "run")]
+    for key, value in tiny_params("bird", epochs=3).items():
+        args += ["-p", key, json.dumps(value) if isinstance(value, (list, bool)) else str(value)]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["status"] == "finished" and metrics["epochs_run"] == 3
+    assert metrics["params"]["optimizer"] == "sam" and metrics["params"]["ohem_schedule"] == "cyclical"
+    lines = (tmp_path / "run" / "history.csv").read_text().splitlines()
+    ratios = [float(line.split(",")[lines[0].split(",").index("ohem_ratio")]) for line in lines[1:]]
+    from fgvc_lib.losses.ohem import create_ohem_schedule
+
+    assert ratios == pytest.approx([create_ohem_schedule("cyclical", 3)(e) for e in range(3)])

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from fgvc_lib.data.cifar import write_cifar100
 from fgvc_lib.data.datasets import DataError
+from fgvc_lib.data.synth.cifar import write_cifar100
 from fgvc_lib.experiments.cifar100 import Cifar100Experiment, run
 
 

@@ -13,8 +13,9 @@ from typing import Any
 import papermill as pm
 import pytest
 
-from fgvc_lib.cli import execute_notebook, main, notebook_path
+from fgvc_lib.cli import main
 from fgvc_lib.config import ParameterError
+from fgvc_lib.execution import execute_notebook, notebook_path
 
 NOTEBOOKS = ("bird", "cifar100", "inat_bbn", "multilabel")
 
