@@ -1,13 +1,16 @@
 """Class activation maps through the grad-cam package, plus the pointing-game score.
 
-``compute_cams`` runs Grad-CAM (or another pytorch_grad_cam method by name) on ``model.cam_layer`` (the
-hook every ``fgvc_lib`` model exposes), one target per image, with ``model.cam_reshape_transform`` for
-channels-last activations. ``cam_layer`` is the last feature map for CNNs (timm, torchvision, efficientnet-
-pytorch); for Swin V1 it is ``layers[-1].blocks[-1].norm1``, not the final normalised map: that map's
-Grad-CAM gradients are the same at every token (global average pooling feeds a linear head), and it
-localised the bird and its discriminative part worse on a trained Swin (docs/swin_cam_layer.md,
-``models.wrappers.swin_cam_layer``). ``pointing_game`` scores whether each CAM's maximum falls within a
-radius of a known part location.
+``compute_cams`` runs Grad-CAM (or another pytorch_grad_cam method by name, ``CAM_METHODS``) on
+``model.cam_layer`` (the hook every ``fgvc_lib`` model exposes) or on the layers given, one target per image,
+with ``model.cam_reshape_transform`` for channels-last activations. The default ``cam_layer`` of CNNs is the
+last stage whose output stride is at most 16 (EfficientNet ``net.blocks.4``, ResNet ``net.layer3``,
+Inception v3 ``net.Mixed_6e`` ...; ``models.wrappers.default_cam_layer_name``): the last feature map (stride
+32, 3x3 at 96 px) scored below a random peak on the bird pointing game (docs/cam_layers.md,
+tools/compare_cam_layers.py). For Swin V1 it is ``layers[-1].blocks[-1].norm1``, not the final normalised map
+(docs/swin_cam_layer.md). ``resolve_cam_layers`` turns the ``cam_layer`` parameter (one dotted module path, or
+several separated by commas: their CAMs are averaged, pytorch_grad_cam's multi-layer fusion) into modules,
+with a did-you-mean error. ``pointing_game`` scores whether each CAM's maximum falls within a radius of a
+known part location.
 """
 
 from __future__ import annotations
@@ -18,9 +21,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from .registry import unknown_name_error
+from .registry import closest, did_you_mean, unknown_name_error
 
-CAM_METHODS = ("gradcam", "gradcam++", "hirescam", "layercam", "eigencam")
+CAM_METHODS = (
+    "gradcam",
+    "gradcam++",
+    "hirescam",
+    "layercam",
+    "xgradcam",
+    "eigencam",
+    "eigengradcam",
+    "gradcamelementwise",
+)
+"""pytorch_grad_cam methods by name (the ``cam_method`` parameter); the gradient-free perturbation methods
+(ScoreCAM, AblationCAM) are left out: they need a forward pass per channel."""
 
 
 def _cam_class(method: str):
@@ -31,11 +45,60 @@ def _cam_class(method: str):
         "gradcam++": pgc.GradCAMPlusPlus,
         "hirescam": pgc.HiResCAM,
         "layercam": pgc.LayerCAM,
+        "xgradcam": pgc.XGradCAM,
         "eigencam": pgc.EigenCAM,
+        "eigengradcam": pgc.EigenGradCAM,
+        "gradcamelementwise": pgc.GradCAMElementWise,
     }
     if method not in table:
         raise unknown_name_error("CAM method", method, table)
     return table[method]
+
+
+def check_cam_method(method: str, param: str = "cam_method") -> str:
+    """``method`` when it is one of ``CAM_METHODS``, else a ValueError naming ``param`` with a did-you-mean."""
+    if method not in CAM_METHODS:
+        raise ValueError(
+            f"parameter {param!r}: unknown CAM method {method!r}{did_you_mean(method, CAM_METHODS)} "
+            f"(expected one of: {', '.join(CAM_METHODS)})"
+        )
+    return method
+
+
+def _module_names(model: nn.Module) -> list[str]:
+    return [name for name, _ in model.named_modules() if name]
+
+
+def resolve_cam_layers(model: nn.Module, spec: str, param: str = "cam_layer") -> list[nn.Module]:
+    """Modules of ``spec``: one dotted path inside ``model`` (e.g. ``net.blocks.4``) or several separated by
+    commas (fused: their CAMs are averaged). Empty: the model's default ``cam_layer``.
+
+    A path that is not a submodule raises a ValueError naming ``param``, the value and the closest module
+    names of the model.
+    """
+    paths = [p.strip() for p in str(spec).split(",") if p.strip()]
+    if not paths:
+        default = getattr(model, "cam_layer", None)
+        if default is None:
+            raise ValueError(f"parameter {param!r}: the model has no default `cam_layer`; name a module path")
+        return [default]
+    modules = []
+    for path in paths:
+        try:
+            module = model.get_submodule(path)
+        except AttributeError:
+            names = _module_names(model)
+            close = closest(path, names, n=5, cutoff=0.5)
+            default = getattr(model, "cam_layer_name", "")
+            hint = f"; closest module names: {', '.join(close)}" if close else ""
+            hint += f"; default for this model: {default!r}" if default else ""
+            raise ValueError(
+                f"parameter {param!r}: {path!r} is not a module of model "
+                f"{getattr(model, 'name', type(model).__name__)!r}{hint} "
+                f"(a dotted path from model.named_modules(), several separated by commas)"
+            ) from None
+        modules.append(module)
+    return modules
 
 
 def compute_cams(
@@ -43,13 +106,15 @@ def compute_cams(
     images: torch.Tensor,
     targets: Sequence[int] | None = None,
     *,
-    layer: nn.Module | None = None,
+    layer: nn.Module | Sequence[nn.Module] | None = None,
     method: str = "gradcam",
     reshape_transform=None,
 ) -> np.ndarray:
     """CAMs of shape (B, H, W) in [0, 1] for the classes ``targets`` (None: each image's predicted class).
 
-    The model is left in eval mode (grad-cam switches it).
+    ``layer``: the target module, or several (each one's CAM is upsampled to the input and scaled to [0, 1],
+    then they are averaged: pytorch_grad_cam's multi-layer fusion); None: ``model.cam_layer``. The model is
+    left in eval mode (grad-cam switches it).
     """
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
@@ -63,7 +128,10 @@ def compute_cams(
     if targets is not None and len(targets) != len(images):
         raise ValueError(f"targets: expected one per image ({len(images)}), got {len(targets)}")
     cam_targets = None if targets is None else [ClassifierOutputTarget(int(t)) for t in targets]
-    with _cam_class(method)(model=model, target_layers=[layer], reshape_transform=reshape_transform) as cam:
+    layers = [layer] if isinstance(layer, nn.Module) else list(layer)
+    if not layers:
+        raise ValueError("no CAM layer: `layer=` is an empty sequence")
+    with _cam_class(method)(model=model, target_layers=layers, reshape_transform=reshape_transform) as cam:
         return cam(input_tensor=images, targets=cam_targets)
 
 

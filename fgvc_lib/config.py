@@ -147,6 +147,14 @@ class ExperimentParams:
     download: bool = param(False, "allow downloading data / weights (needs internet)")
     num_workers: int = param(2, "DataLoader worker processes", min=0)
     progress: bool = param(True, "progress bars and per-epoch lines (display only: never changes results)")
+    # class activation maps (docs/cam_layers.md)
+    cam_layer: str = param(
+        "", "CAM target: dotted module path in the model (e.g. net.blocks.4; commas fuse several); empty: "
+        "the family's stride-16 stage"
+    )
+    cam_method: Literal[
+        "gradcam", "gradcam++", "hirescam", "layercam", "xgradcam", "eigencam", "eigengradcam", "gradcamelementwise"
+    ] = param("gradcam", "CAM method of the grad-cam package")
 
     # ------------------------------------------------------------------ construction
     @classmethod

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from .. import distributed as ddp
 from .. import plots
 from ..callbacks import LiveLearningCurves
-from ..cam import compute_cams, overlay, pointing_game
+from ..cam import check_cam_method, compute_cams, overlay, pointing_game, resolve_cam_layers
 from ..config import ExperimentParams, ParameterError
 from ..data.datasets import ImageListDataset
 from ..data.transforms import denormalize
@@ -74,6 +74,7 @@ class Experiment:
             seed_everything(self.params.seed)
             self.device = resolve_device(self.params.device)
             self._build()
+            self.cam_layers()  # a bad `cam_layer` / `cam_method` fails here, before any training
         except BaseException as exc:
             if not resume:
                 self._record_failure(exc)
@@ -301,11 +302,37 @@ class Experiment:
             title=lr_title or f"LR ({getattr(self.params, 'scheduler', 'none')})"))
         return history
 
+    def cam_layers(self) -> list[Any]:
+        """The CAM target modules of ``self.model``: the ``cam_layer`` parameter's (ParameterError naming it, the
+        value and the closest module names) or the model's default; checks ``cam_method`` too."""
+        p = self.params
+        try:
+            check_cam_method(getattr(p, "cam_method", "gradcam"))
+            model = getattr(self, "model", None)
+            if model is None:
+                return []
+            return resolve_cam_layers(model, getattr(p, "cam_layer", ""))
+        except ValueError as exc:
+            raise ParameterError(str(exc)) from None
+
     def batched_cams(self, xs: torch.Tensor, classes: Sequence[int], batch_size: int = 32) -> np.ndarray:
-        """CAMs of ``classes[i]`` on ``xs[i]``, in batches of ``batch_size``."""
-        cams = [compute_cams(self.model, xs[i : i + batch_size], list(classes[i : i + batch_size]))
+        """CAMs of ``classes[i]`` on ``xs[i]``, in batches of ``batch_size``, with the ``cam_method`` on the
+        ``cam_layer`` (default: the model family's stride-16 stage, docs/cam_layers.md)."""
+        layers = self.cam_layers()
+        method = getattr(self.params, "cam_method", "gradcam")
+        cams = [compute_cams(self.model, xs[i : i + batch_size], list(classes[i : i + batch_size]),
+                             layer=layers, method=method)
                 for i in range(0, len(xs), batch_size)]
         return np.concatenate(cams)
+
+    def cam_title(self) -> str:
+        """``Grad-CAM`` / ``LayerCAM`` ... as the figures name the method, with the layer when it is not the default."""
+        names = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "hirescam": "HiResCAM", "layercam": "LayerCAM",
+                 "xgradcam": "XGrad-CAM", "eigencam": "Eigen-CAM", "eigengradcam": "Eigen-Grad-CAM",
+                 "gradcamelementwise": "Grad-CAM (element-wise)"}
+        method = getattr(self.params, "cam_method", "gradcam")
+        layer = getattr(self.params, "cam_layer", "")
+        return names.get(method, method) + (f" on {layer}" if layer else "")
 
     def save_figure(self, name: str, fig: Figure) -> Figure:
         """Keep the figure for the notebook and write ``figures/<name>.png``."""
@@ -344,7 +371,7 @@ class Experiment:
                 colors=colors,
                 points=[points[i] for i in pick] if points else None,
                 cols=4,
-                title=f"Grad-CAM for the true class{suffix}",
+                title=f"{self.cam_title()} for the true class{suffix}",
             ),
         )
         return score

@@ -124,11 +124,18 @@ class BBN(nn.Module):
         self.name = f"bbn_{backbone.name}"
         self.data_config = dict(backbone.data_config)
         self.feature_layout = "NCHW"
-        self.feature_tap = nn.Identity()  # CAM hook on the conventional branch's feature map
+        self.feature_tap = nn.Identity()  # the conventional branch's last feature map (stride 32)
+
+    @property
+    def cam_layer_name(self) -> str:
+        """The shared trunk's CAM layer (stride <= 16, e.g. ``trunk.net.layer3``; docs/cam_layers.md): both
+        branches read it, so its Grad-CAM explains the combined logits. ``feature_tap`` is the conventional
+        branch's stride-32 map (pass ``cam_layer: feature_tap`` for the former behaviour)."""
+        return f"trunk.{self.trunk.cam_layer_name}"
 
     @property
     def cam_layer(self) -> nn.Module:
-        return self.feature_tap
+        return self.get_submodule(self.cam_layer_name)
 
     @property
     def cam_reshape_transform(self) -> None:

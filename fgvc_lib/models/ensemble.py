@@ -24,6 +24,11 @@ class WeightedLogitEnsemble(nn.Module):
         self.name = f"logits({model_a.name}+{model_b.name})"
 
     @property
+    def cam_layer_name(self) -> str:
+        """The first member's CAM layer (see ``Classifier.cam_layer_name``)."""
+        return f"model_a.{self.model_a.cam_layer_name}"
+
+    @property
     def cam_layer(self) -> nn.Module:
         return self.model_a.cam_layer
 
@@ -49,6 +54,11 @@ class FeatureConcatEnsemble(nn.Module):
         self.num_classes = num_classes
         self.data_config = model_a.data_config
         self.name = f"concat({model_a.name}+{model_b.name})"
+
+    @property
+    def cam_layer_name(self) -> str:
+        """The first member's CAM layer (see ``Classifier.cam_layer_name``)."""
+        return f"model_a.{self.model_a.cam_layer_name}"
 
     @property
     def cam_layer(self) -> nn.Module:
