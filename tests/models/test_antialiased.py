@@ -78,7 +78,7 @@ def test_factory_name_gives_a_torchvision_style_classifier(aa50):
 def test_antialiased_classifier_interface(aa50):
     x = torch.rand(2, 3, 64, 64)
     seen = []
-    handle = aa50.cam_layer.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    handle = aa50.feature_tap.register_forward_hook(lambda m, i, o: seen.append(o.shape))
     try:
         with torch.no_grad():
             fmap = aa50.forward_features(x)

@@ -135,14 +135,15 @@ def test_mix_scales_by_two_alpha(bbn):
 def test_forward_features_and_cam_layer(bbn, images):
     x, _ = images
     seen = []
-    handle = bbn.cam_layer.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    handle = bbn.feature_tap.register_forward_hook(lambda m, i, o: seen.append(o.shape))
     try:
         with torch.no_grad():
             fmap = bbn.forward_features(x)
             bbn(x)  # inference passes the conventional map through the same tap
     finally:
         handle.remove()
-    assert isinstance(bbn.cam_layer, nn.Identity)
+    # the CAM layer is the shared trunk's stride-16 stage (docs/cam_layers.md), read by both branches
+    assert bbn.cam_layer_name.startswith("trunk.") and bbn.cam_layer is not bbn.feature_tap
     assert fmap.shape == (B, bbn.num_features, 2, 2)
     assert seen == [fmap.shape, fmap.shape]
     with torch.no_grad():

@@ -34,6 +34,7 @@ def test_small_swin_cam_derives_the_token_grid(upsample, grid):
 
 def test_swin_cam_layer_is_norm1_of_the_last_block():
     """Swin V1's CAM target is ``layers[-1].blocks[-1].norm1`` (docs/swin_cam_layer.md), channels-last too."""
+    torch.manual_seed(2)
     model = create_model("swin_tiny_patch4_window7_224", 5, upsample_size=64).eval()
     assert model.cam_layer is model.net.layers[-1].blocks[-1].norm1
     seen = []
@@ -69,3 +70,82 @@ def test_swin_cam_on_the_final_map_follows_the_evidence():
     cell = (peak_cell[0] * 4 // 32, peak_cell[1] * 4 // 32)
     expected = np.unravel_index(int(torch.relu(fmap).argmax()), (4, 4))
     assert cell == tuple(int(v) for v in expected)
+
+
+# ---------------------------------------------------------------------------------------------- default layer
+def _stride_at(model, layer, size=224):
+    """Nominal output stride of ``layer`` for a ``size`` px input (a power of two)."""
+    seen = []
+    handle = layer.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, 3, size, size))
+    finally:
+        handle.remove()
+    shape = seen[0]
+    side = shape[1] if getattr(model, "feature_layout", "NCHW") == "NHWC" else shape[-1]
+    return 2 ** round(np.log2(size / side))
+
+
+@pytest.mark.parametrize(
+    ("name", "path"),
+    [
+        ("tf_efficientnet_lite0", "net.blocks.4"),
+        ("efficientnet_b0", "net.blocks.4"),
+        ("efficientnet-b4", "net._blocks.21"),
+        ("mnasnet_100", "net.blocks.4"),
+        ("inception_v3", "net.Mixed_6e"),
+        ("resnet18", "net.layer3"),
+        ("resnetblur50", "net.layer3"),
+        ("antialiased_resnet50", "net.layer3"),
+        ("wide_resnet50_2", "net.layer3"),
+        ("torchvision:resnet18", "net.layer3"),
+        ("torchvision:efficientnet_b0", "net.features.5"),
+        ("torchvision:mobilenet_v3_small", "net.features.8"),
+        ("torchvision:convnext_tiny", "net.features.5"),
+        ("torchvision:regnet_y_400mf", "net.trunk_output.block3"),
+        ("torchvision:shufflenet_v2_x0_5", "net.stage3"),
+        ("torchvision:mnasnet0_5", "net.layers.11"),
+        ("torchvision:densenet121", "net.features.denseblock3"),
+        ("small_cnn", "feature_tap"),  # its last map is at stride 16 already (four 2x2 pools)
+    ],
+)
+def test_default_cam_layer_has_stride_at_most_16(name, path):
+    kwargs = {"img_size": 224} if name == "small_cnn" else {}
+    model = create_model(name, 3, **kwargs)
+    assert model.cam_layer_name == path
+    assert model.cam_layer is model.get_submodule(path)
+    assert _stride_at(model, model.cam_layer) <= 16
+    if name != "small_cnn":
+        assert _stride_at(model, model.feature_tap) == 32  # the former default, too coarse
+
+
+@pytest.mark.parametrize("name", ["swin_tiny_patch4_window7_224", "torchvision:swin_t"])
+def test_swin_keeps_its_documented_layer_at_stride_32(name):
+    """The documented exception (docs/swin_cam_layer.md): Swin V1's last ``norm1`` sits in the last stage."""
+    model = create_model(name, 3)
+    assert model.cam_layer_name.endswith("norm1")
+    assert _stride_at(model, model.cam_layer) == 32
+
+
+def test_ensemble_and_bbn_default_cam_layers_have_stride_16():
+    from fgvc_lib.models import create_ensemble
+    from fgvc_lib.models.bbn import create_bbn
+
+    ens = create_ensemble("logits", "resnet18", "tf_efficientnet_lite0", 3)
+    assert ens.cam_layer_name == "model_a.net.layer3" and ens.cam_layer is ens.model_a.net.layer3
+    bbn = create_bbn("resnet18", 3)
+    assert bbn.cam_layer_name == "trunk.net.layer3" and bbn.cam_layer is bbn.trunk.net.layer3
+    assert _stride_at(bbn, bbn.cam_layer) == 16
+    _check(compute_cams(bbn, torch.rand(2, 3, 64, 64), [0, 2]), 64, 2)
+
+
+def test_cam_layer_override_on_a_real_model():
+    from fgvc_lib.cam import resolve_cam_layers
+
+    model = create_model("tf_efficientnet_lite0", 3).eval()
+    (layer,) = resolve_cam_layers(model, "net.blocks.2")
+    assert layer is model.net.blocks[2]
+    _check(compute_cams(model, torch.rand(2, 3, 64, 64), [0, 1], layer=[layer]), 64, 2)
+    with pytest.raises(ValueError, match=r"'net\.block\.4'.*closest module names: net\.blocks\.4"):
+        resolve_cam_layers(model, "net.block.4")

@@ -69,9 +69,9 @@ def test_classifier_is_linear_to_k_classes(model):
     assert (head.in_features, head.out_features) == (model.num_features, K)
 
 
-def test_cam_layer_sees_the_feature_map(model, images):
+def test_feature_tap_sees_the_feature_map(model, images):
     seen = []
-    handle = model.cam_layer.register_forward_hook(lambda mod, inp, out: seen.append(out.detach()))
+    handle = model.feature_tap.register_forward_hook(lambda mod, inp, out: seen.append(out.detach()))
     try:
         with torch.no_grad():
             fmap = model.forward_features(images)
@@ -79,6 +79,19 @@ def test_cam_layer_sees_the_feature_map(model, images):
         handle.remove()
     assert len(seen) == 1
     torch.testing.assert_close(seen[0], fmap)
+
+
+def test_cam_layer_is_a_finer_map_than_the_feature_map(model, images):
+    """The default CAM layer is the stride-16 stage (docs/cam_layers.md): twice the last map's resolution."""
+    seen = []
+    handle = model.cam_layer.register_forward_hook(lambda mod, inp, out: seen.append(out.shape))
+    try:
+        with torch.no_grad():
+            fmap = model.forward_features(images)
+    finally:
+        handle.remove()
+    assert len(seen) == 1 and len(seen[0]) == 4
+    assert seen[0][-1] == 2 * fmap.shape[-1]
 
 
 def test_num_classes_zero_gives_pooled_features(features_only, images):

@@ -75,6 +75,7 @@ def test_features_only_and_cam(name, images):
     finally:
         handle.remove()
     assert seen and len(seen[0]) == 4  # a (B, C, H, W) feature map
+    assert SIZE // seen[0][-1] <= 16  # the stride-16 stage (docs/cam_layers.md)
     assert cams.shape == (2, SIZE, SIZE) and np.isfinite(cams).all()
     assert cams.min() >= 0.0 and cams.max() <= 1.0 + 1e-6
 
