@@ -172,7 +172,7 @@ def cifar100_accuracy(metrics: Mapping[str, Any]) -> str:
             f" The best epoch reached {_f(best)}; the report quotes the last epoch's figure (no checkpoint is "
             "picked on the test split)."
         )
-    return text + " The curves' 'test' line is the test split, evaluated after every epoch as in the report."
+    return text + " In the curves the line labelled 'val' is this test split, evaluated after every epoch as in the report."
 
 
 def _ece_words(ece: float) -> str:
