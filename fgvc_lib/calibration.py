@@ -81,7 +81,9 @@ def reliability_diagram(
     logits: Any, targets: Any, n_bins: int = 15, title: str = "", from_logits: bool = True
 ) -> Figure:
     """Accuracy per confidence bin (one bar per bin), the diagonal of perfect calibration and the gap to the
-    mean confidence (hatched, non-empty bins only); the ECE is in the title. Built without pyplot."""
+    mean confidence (hatched, non-empty bins only); each non-empty bin is labelled with its number of samples
+    (``n=...`` above the bar: a bin of 3 images says little), the ECE and the sample count are in the title.
+    Built without pyplot."""
     bins = reliability_bins(logits, targets, n_bins, from_logits)
     ece = _ece_from_bins(bins)
     edges, counts = bins["edges"], bins["counts"]
@@ -107,12 +109,23 @@ def reliability_diagram(
         label="gap",
     )
     ax.plot([0, 1], [0, 1], "--", color="gray", lw=1, label="perfect calibration")
+    for center, count in zip(centers[filled], counts[filled], strict=True):
+        ax.text(
+            center,
+            0.01,
+            f"n={int(count)}",
+            ha="center",
+            va="bottom",
+            rotation=90,
+            fontsize=6,
+            bbox={"boxstyle": "square,pad=0.1", "facecolor": "white", "alpha": 0.7, "lw": 0},
+        )
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_xlabel("confidence")
     ax.set_ylabel("accuracy")
-    ax.legend(loc="upper left")
-    ece_text = f"ECE = {ece:.4f}"
+    ax.legend(loc="upper left", fontsize=8)
+    ece_text = f"ECE = {ece:.4f}, {int(counts.sum())} samples"
     ax.set_title(f"{title} ({ece_text})" if title else ece_text)
     fig.tight_layout()
     return fig

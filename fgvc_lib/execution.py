@@ -94,13 +94,21 @@ def execute_notebook(
     return run_dir
 
 
-def export_html(notebook_file: str | Path) -> Path:
-    """Render an executed notebook to HTML next to it."""
+def report_title(notebook_file: str | Path) -> str:
+    """``<notebook> - <run id>``: the notebook's name and its run folder's name (``bird - 20240101-120000``)."""
+    notebook_file = Path(notebook_file)
+    run_id = notebook_file.resolve().parent.name
+    return f"{notebook_file.stem} - {run_id}" if run_id else notebook_file.stem
+
+
+def export_html(notebook_file: str | Path, title: str | None = None) -> Path:
+    """Render an executed notebook to HTML next to it, titled ``title`` (default :func:`report_title`)."""
     import nbformat
     from nbconvert import HTMLExporter
 
     notebook_file = Path(notebook_file)
-    body, _ = HTMLExporter().from_notebook_node(nbformat.read(notebook_file, as_version=4))
+    resources = {"metadata": {"name": title or report_title(notebook_file)}}
+    body, _ = HTMLExporter().from_notebook_node(nbformat.read(notebook_file, as_version=4), resources=resources)
     out = notebook_file.with_suffix(".html")
     out.write_text(body, encoding="utf-8")
     return out

@@ -7,12 +7,14 @@ long grids); ``save_figure`` writes it as PNG. In Jupyter a returned figure disp
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullLocator
 
 
 def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
@@ -32,17 +34,19 @@ def learning_curves(
     history: Sequence[Mapping[str, float]],
     title: str = "",
     metrics: Sequence[tuple[str, str]] = (("loss", "loss"), ("acc", "top-1 accuracy")),
+    val_label: str = "val",
 ) -> Figure:
     """Per-epoch curves, train vs validation: one panel per ``(history suffix, axis label)`` in ``metrics``
-    (multi-label runs add ``("f1", "micro-F1")`` and label ``acc`` as exact match)."""
+    (multi-label runs add ``("f1", "micro-F1")`` and label ``acc`` as exact match). ``val_label`` names the
+    split the history's ``val_*`` columns hold in the legend (cifar100: ``"test"``)."""
     fig = Figure(figsize=(5 * len(metrics), 3.6))
     epochs = _column(history, "epoch")
     axes = np.atleast_1d(fig.subplots(1, len(metrics)))
     for ax, (metric, label) in zip(axes, metrics, strict=True):
-        for split, style in (("train", "-o"), ("val", "-s")):
+        for split, style, label in (("train", "-o", "train"), ("val", "-s", val_label)):
             values = _column(history, f"{split}_{metric}")
             if not np.all(np.isnan(values)):
-                ax.plot(epochs, values, style, ms=3, label=split)
+                ax.plot(epochs, values, style, ms=3, label=label)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(label)
@@ -54,6 +58,35 @@ def learning_curves(
     return fig
 
 
+def _log_ticks(values: np.ndarray, max_ticks: int = 6) -> list[float]:
+    """At most ``max_ticks`` major ticks for a log axis over ``values``: the powers of ten inside the range
+    when there are at least two, else geometrically spaced values rounded to two significant digits."""
+    finite = values[np.isfinite(values) & (values > 0)]
+    if finite.size == 0:
+        return []
+    lo, hi = float(finite.min()), float(finite.max())
+    decades = [10.0**e for e in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)]
+    inside = [d for d in decades if lo * (1 - 1e-9) <= d <= hi * (1 + 1e-9)]
+    if len(inside) >= 2:
+        step = max(1, math.ceil(len(inside) / max_ticks))
+        return inside[::step]
+    if hi <= lo * (1 + 1e-9):
+        return [float(f"{lo:.2g}")]
+    ticks = np.geomspace(lo, hi, num=min(max_ticks, 4))
+    return sorted({float(f"{t:.2g}") for t in ticks})
+
+
+def _tick_label(value: float, _pos: Any = None) -> str:
+    return f"{value:.2g}" if 1e-3 <= abs(value) < 1e3 else f"{value:.1e}".replace("e-0", "e-").replace("e+0", "e")
+
+
+def lr_reductions(values: Sequence[float], rel_tol: float = 1e-6) -> list[int]:
+    """0-based indices i where ``values[i] < values[i - 1]`` (a step down, e.g. ReduceLROnPlateau firing
+    between epochs i and i + 1 in 1-based epochs)."""
+    v = np.asarray(values, dtype=float)
+    return [i for i in range(1, len(v)) if v[i] < v[i - 1] * (1 - rel_tol)]
+
+
 def schedule_plot(
     values: Sequence[float] | Callable[[int], float],
     epochs: int | None = None,
@@ -63,15 +96,20 @@ def schedule_plot(
     observed: Sequence[float] | None = None,
     log: bool = False,
     first_epoch: int = 1,
+    reductions: bool | None = None,
 ) -> Figure:
     """A per-epoch schedule (LR, OHEM ratio, BBN alpha): a list of values or a function of the epoch index.
 
-    ``observed`` (e.g. from the history) is drawn on top as markers.
+    ``observed`` (e.g. from the history) is drawn on top as markers. A log axis gets at most six labelled ticks
+    (no overlapping minor labels). ``reductions`` marks each step down of the values (dotted line, "x factor")
+    and says in the title when it happened or that it never did; ``None``: on when the title names a plateau
+    schedule (``LR (plateau)``, the LR actually used, ReduceLROnPlateau).
     """
     if callable(values):
         if epochs is None:
             raise ValueError("epochs: needed when values is a function")
         values = [values(i) for i in range(epochs)]
+    values = [float(v) for v in values]
     x = np.arange(first_epoch, first_epoch + len(values))
     fig = Figure(figsize=(5.5, 3.2))
     ax = fig.subplots()
@@ -81,12 +119,37 @@ def schedule_plot(
         ax.legend()
     if log:
         ax.set_yscale("log")
+        shown = np.asarray(list(values) + list(observed or []), dtype=float)
+        ticks = _log_ticks(shown)
+        if ticks:
+            ax.yaxis.set_major_locator(FixedLocator(ticks))
+            ax.yaxis.set_major_formatter(FuncFormatter(_tick_label))
+            ax.yaxis.set_minor_locator(NullLocator())
+            lo, hi = min(ticks + [min(v for v in shown if v > 0)]), max(ticks + [max(shown)])
+            ax.set_ylim(lo / 1.3, hi * 1.3)
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
+    if reductions is None:
+        reductions = "plateau" in title.lower()
+    if reductions:
+        steps = lr_reductions(values)
+        for i in steps:
+            ax.axvline(x[i], ls=":", color="tab:red", lw=1)
+            ax.annotate(
+                f"x{values[i] / values[i - 1]:.2g}",
+                (x[i], values[i]),
+                xytext=(3, 3),
+                textcoords="offset points",
+                fontsize=7,
+                color="tab:red",
+            )
+        after = ", ".join(str(int(x[i]) - 1) for i in steps)
+        note = f"reduced after epoch {after}" if steps else f"never reduced in {len(values)} epochs"
+        title = f"{title}\n{note}" if title else note
     if title:
-        ax.set_title(title)
+        ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -100,11 +163,17 @@ def image_grid(
     colors: Sequence[str] | None = None,
     points: Sequence[tuple[float, float] | None] | None = None,
 ) -> Figure:
-    """A grid of RGB images (H, W, 3 float in [0, 1] or uint8) with optional titles, colours and points."""
+    """A grid of RGB images (H, W, 3 float in [0, 1] or uint8) with optional titles, colours and points.
+
+    Long titles are wrapped (:func:`wrap_title`) at spaces and underscores, never cut; rows grow with the
+    number of title lines."""
     n = len(images)
     cols = max(1, min(cols, n))
     rows = max(1, math.ceil(n / cols))
-    fig = Figure(figsize=(2.2 * cols, 2.75 * rows))
+    if titles is not None:
+        titles = [wrap_title(t) for t in titles]
+    lines = max((t.count("\n") + 1 for t in titles), default=1) if titles is not None else 0
+    fig = Figure(figsize=(2.2 * cols, (2.45 + 0.15 * lines) * rows))
     axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
     for i, ax in enumerate(axes):
         ax.axis("off")
@@ -119,6 +188,23 @@ def image_grid(
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def wrap_title(text: str, width: int = 32) -> str:
+    """``text`` with each line wrapped to about ``width`` characters, breaking after spaces, underscores or
+    hyphens (class names such as ``Crimson_Triangle_Dotted``); a single word longer than ``width`` stays whole."""
+    out = []
+    for line in str(text).split("\n"):
+        pieces = re.findall(r"[^ _-]*[ _-]|[^ _-]+$", line) or [line]
+        current = ""
+        for piece in pieces:
+            if current and len(current) + len(piece.rstrip(" ")) > width:
+                out.append(current.rstrip(" "))
+                current = piece
+            else:
+                current += piece
+        out.append(current.rstrip(" "))
+    return "\n".join(out)
 
 
 def class_histogram(counts: Sequence[int] | np.ndarray, *, title: str = "", log: bool = True) -> Figure:

@@ -90,3 +90,11 @@ def test_reliability_diagram():
     diagonal = ax.lines[0].get_xydata()
     np.testing.assert_allclose(diagonal, [[0, 0], [1, 1]])
     assert len(reliability_diagram(np.log(PROBS), TARGETS, n_bins=10).axes[0].containers[0].patches) == 10
+
+
+def test_reliability_diagram_labels_each_non_empty_bin_with_its_count():
+    bins = reliability_bins(np.log(PROBS), TARGETS)
+    (ax,) = reliability_diagram(np.log(PROBS), TARGETS).axes
+    labels = sorted(t.get_text() for t in ax.texts)
+    assert labels == sorted(f"n={int(c)}" for c in bins["counts"] if c > 0)
+    assert f"{int(bins['counts'].sum())} samples" in ax.get_title()

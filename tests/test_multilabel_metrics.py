@@ -11,12 +11,15 @@ from fgvc_lib.multilabel_metrics import (
     DEFAULT_GRID,
     all_negative_baseline,
     exact_match,
+    held_out_report,
+    held_out_thresholds,
     macro_f1,
     micro_f1,
     multilabel_report,
     per_label_f1,
     search_threshold_global,
     search_thresholds_per_label,
+    split_halves,
 )
 
 # 4 images x 3 labels. At 0.5 the predictions are [[1,0,1],[0,1,0],[0,0,0],[1,1,0]].
@@ -183,3 +186,48 @@ def test_input_validation():
         search_threshold_global(P, T, grid=[])
     with pytest.raises(ValueError, match="max_sweeps"):
         search_thresholds_per_label(P, T, max_sweeps=0)
+
+
+def test_per_image_threshold_rows():
+    rows = np.tile([0.5, 0.5, 0.5], (4, 1))
+    assert micro_f1(P, T, rows) == pytest.approx(micro_f1(P, T, 0.5))
+    rows[1, 0] = 0.3  # image 1's label 0 (p 0.4, true) becomes a hit
+    assert exact_match(P, T, rows) == pytest.approx(exact_match(P, T, 0.5) + 0.25)
+    with pytest.raises(ValueError, match="shape"):
+        micro_f1(P, T, np.full((3, 3), 0.5))
+
+
+def test_split_halves_seeded_disjoint_and_complete():
+    a, b = split_halves(11, seed=3)
+    assert len(a) == 5 and len(b) == 6
+    assert sorted(np.concatenate([a, b]).tolist()) == list(range(11))
+    a2, _ = split_halves(11, seed=3)
+    np.testing.assert_array_equal(a, a2)
+    with pytest.raises(ValueError):
+        split_halves(1)
+
+
+def test_held_out_thresholds_score_each_half_with_the_other_halfs_search():
+    rng = np.random.default_rng(0)
+    t = (rng.random((60, 4)) < 0.3).astype(int)
+    p = np.clip(t * 0.4 + rng.random((60, 4)) * 0.6, 0, 1)
+    a, b = np.arange(30), np.arange(30, 60)
+    out = held_out_thresholds(p, t, (a, b))
+    g_a, tuned_a = search_threshold_global(p[a], t[a])
+    g_b, tuned_b = search_threshold_global(p[b], t[b])
+    rows = out["global"]["thresholds"]
+    assert np.all(rows[b] == g_a) and np.all(rows[a] == g_b)  # each image gets the OTHER half's threshold
+    pred = np.where(np.isin(np.arange(60), a)[:, None], p > g_b, p > g_a)
+    tp = (pred & (t == 1)).sum()
+    expected = 2 * tp / (pred.sum() + t.sum())
+    assert out["global"]["micro_f1"] == pytest.approx(expected)
+    assert out["global"]["micro_f1_tuned_half"] == pytest.approx((tuned_a + tuned_b) / 2)
+    d = out["global"]["directions"]
+    assert d[0]["held_out"] == pytest.approx(micro_f1(p[b], t[b], g_a))
+    # per-label: on its tuning half never below the global search
+    assert out["per_label"]["micro_f1_tuned_half"] >= out["global"]["micro_f1_tuned_half"] - 1e-12
+    table = held_out_report(p, t, out)
+    assert list(table.index) == ["0.5", "global", "per label"]
+    assert table.loc["global", "micro_f1"] == pytest.approx(out["global"]["micro_f1"])
+    with pytest.raises(ValueError, match="disjoint"):
+        held_out_thresholds(p, t, (a, a))

@@ -204,8 +204,9 @@ class BirdExperiment(Experiment):
             part=p.pointing_part,
         )
 
-    def short_name(self, label: int, width: int = 22) -> str:
-        """A class name without CUB's ``NNN.`` prefix, cut to ``width`` characters."""
+    def short_name(self, label: int, width: int | None = None) -> str:
+        """A class name without CUB's ``NNN.`` prefix, whole (figures wrap long titles); cut to ``width``
+        characters only when a width is given."""
         name = self.classes[label]
         head, _, rest = name.partition(".")
         return (rest if head.isdigit() and rest else name).replace("_Synthbird", "")[:width]

@@ -103,7 +103,8 @@ class Cifar100Experiment(Experiment):
             "run_dir": str(self.run_dir),
         }
 
-    def short_name(self, label: int, width: int = 22) -> str:
+    def short_name(self, label: int, width: int | None = None) -> str:
+        """The class name, whole (figures wrap long titles); cut to ``width`` characters only when given."""
         return self.classes[label][:width]
 
     def figure_augmentations(self, n: int = 12, seed: int = 0) -> Figure:

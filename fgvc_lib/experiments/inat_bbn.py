@@ -135,7 +135,8 @@ class InatBBNExperiment(Experiment):
             "run_dir": str(self.run_dir),
         }
 
-    def short_name(self, label: int, width: int = 20) -> str:
+    def short_name(self, label: int, width: int | None = None) -> str:
+        """The class name, whole (figures wrap long titles); cut to ``width`` characters only when given."""
         return self.classes[label][:width]
 
     def figure_class_histogram(self) -> Figure:

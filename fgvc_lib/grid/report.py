@@ -97,6 +97,40 @@ def markdown_table(df: Any, param_cols: list[str], title: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
+def per_axis_summary(df: Any, axis: str = "loss", metrics: tuple[str, ...] = ("top1_acc", "ece")) -> str:
+    """Markdown: the mean of ``metrics`` per value of ``axis`` over the finished runs (a table), then a
+    sentence naming the most accurate value and, with ``ece``, the best calibrated one. Empty when ``axis``
+    does not vary or no finished run has the metrics."""
+    if axis not in df.columns or "status" not in df.columns:
+        return ""
+    cols = [m for m in metrics if m in df.columns and df[m].notna().any()]
+    done = df[(df["status"] == "finished") & df[axis].notna()]
+    if not cols or done[axis].nunique() < 2:
+        return ""
+    table = done.groupby(axis)[cols].mean()
+    runs = done.groupby(axis).size()
+    head = [axis, "runs", *(f"mean {c}" for c in cols)]
+    lines = [f"## Per {axis}", "", "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for value, row in table.iterrows():
+        lines.append("| " + " | ".join([str(value), str(int(runs[value])), *(_format(row[c]) for c in cols)]) + " |")
+    lines.append("")
+    sentences = []
+    if "top1_acc" in cols and table["top1_acc"].notna().any():
+        best = table["top1_acc"].idxmax()
+        sentences.append(f"Most accurate {axis}: **{best}** (mean top-1 {table['top1_acc'][best]:.3f}).")
+    if "ece" in cols and table["ece"].notna().any():
+        best = table["ece"].idxmin()
+        worst = table["ece"].idxmax()
+        sentences.append(
+            f"Best calibrated {axis} on this data: **{best}** (mean ECE {table['ece'][best]:.3f}, lower is "
+            f"better; worst: {worst} at {table['ece'][worst]:.3f})."
+        )
+    if sentences:
+        sentences.append(f"Means over the finished runs of each {axis}, whatever the other axes.")
+        lines.append(" ".join(sentences))
+    return "\n".join(lines) + "\n"
+
+
 def _history(folder: Path, metric: str) -> tuple[list[float], list[float]] | None:
     import pandas as pd
 
@@ -186,7 +220,9 @@ def write_report(
     varying = varying_keys([m.get("params") or {} for _, m in entries])
     out = {"summary_csv": grid_dir / "summary.csv", "summary_md": grid_dir / "summary.md"}
     write_text_atomic(out["summary_csv"], df.to_csv(index=False))
-    write_text_atomic(out["summary_md"], markdown_table(df, varying, title=f"Grid {grid_dir.name}"))
+    summary = markdown_table(df, varying, title=f"Grid {grid_dir.name}")
+    per_loss = per_axis_summary(df, "loss") if "loss" in varying else ""
+    write_text_atomic(out["summary_md"], summary + ("\n" + per_loss if per_loss else ""))
     for axis in compare if compare is not None else varying:
         fig = compare_figure(grid_dir, entries, axis, varying, metric)
         if fig is not None:

@@ -25,7 +25,12 @@ def test_run_records_f1_baseline_thresholds_and_sanity_check(tmp_path, tiny_para
     ):
         assert key in m, key
     assert 0.3 < m["baseline_all_negative_acc"] < 0.7  # about half the images carry no label
-    assert m["micro_f1_per_label_thresholds"] >= m["micro_f1_global_threshold"] - 1e-9
+    # held out (searched on one half of the validation split, scored on the other): no ordering guaranteed;
+    # on the half they were tuned on, per-label thresholds start from the global one and never lose to it
+    for key in ("micro_f1_global_threshold", "micro_f1_per_label_thresholds", "exact_match_global_threshold"):
+        assert 0.0 <= m[key] <= 1.0, key
+    assert m["micro_f1_per_label_thresholds_tuned_half"] >= m["micro_f1_global_threshold_tuned_half"] - 1e-9
+    assert len(m["threshold_global_halves"]) == 2
     assert len(m["thresholds_per_label"]) == 14
     assert {"train_f1", "val_f1", "val_acc"} <= set(result.history[0])
     for name in ("learning_curves", "schedule", "cam_labels"):
