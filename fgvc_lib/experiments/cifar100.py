@@ -132,6 +132,7 @@ class Cifar100Experiment(Experiment):
             title=f"cifar100: {p.model}, {p.loss}",
             lr_title=f"LR ({p.scheduler}: f={p.lr_decay}, period={p.lr_period})",
             planned_lr=self.lr_plan(),
+            val_label="test",  # as the report, the test split is evaluated after every epoch
         )
         logits, targets = self.trainer.predict(self.test_loader)
         final = history[-1]
