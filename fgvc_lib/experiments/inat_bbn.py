@@ -10,6 +10,7 @@ cut out of the original file at full resolution and resized to ``img_size`` (``c
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -265,10 +266,9 @@ class InatBBNExperiment(Experiment):
     def _write_crop_boxes(
         self, records, boxes, original_boxes, sizes, ious, preds, crop_preds, geometry
     ) -> None:
-        """``cam_crops.json``: per image the CAM box in model-input pixels, the crop box and the recorded box in
-        original pixels (x, y, w, h), the original size, their IoU and the predictions without / with the crop."""
-        import json
-
+        """``cam_crops.json``: per image the CAM box in model-input pixels (``input_box``), the same box in original
+        pixels (``crop_box``; ``crop_source: original`` cuts the whole pixels nearest to it) and the recorded
+        ``object_box`` (x, y, w, h), the original size, their IoU and the predictions without / with the crop."""
         rows = [
             {
                 "file": r.relpath,
