@@ -309,8 +309,8 @@ class InatBBNExperiment(Experiment):
             line = max(1, round(max(original.size) / 150))
             for box, color in ((records[i].bbox, (0, 255, 0)), (original_boxes[i], (255, 255, 0))):
                 if box is not None:
-                    x, y, w, h = box
-                    draw.rectangle((x, y, x + w, y + h), outline=color, width=line)
+                    x, y, w, h = box  # the outline on the box's outermost pixels (PIL includes x1, y1)
+                    draw.rectangle((x, y, max(x, x + w - 1), max(y, y + h - 1)), outline=color, width=line)
             img = denormalize(xs[i], self.mean, self.std)
             crop = denormalize(crops[i], self.mean, self.std)
             images += [np.asarray(original), overlay(img, cams[i]), crop]
