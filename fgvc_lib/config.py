@@ -369,6 +369,11 @@ class InatBBNParams(ExperimentParams):
     )
     crop_threshold: float = param(0.5, "CAM box: share of the CAM maximum", min=0.0, max=1.0)
     crop_margin: float = param(0.1, "CAM box: margin added on each side, share of the box size", min=0.0)
+    crop_source: Literal["original", "resized"] = param(
+        "original",
+        "CAM crop cut from: original (the image file at full resolution, resized to img_size) | resized (the "
+        "img_size model input, upsampled: no new detail)",
+    )
     cam_images: int = param(6, "validation images shown with their CAM and crop", min=0)
 
 

@@ -1,10 +1,16 @@
 """The inat_bbn experiment: long-tailed iNaturalist-2019 with a Bilateral-Branch Network (uniform + reversed
 samplers, cumulative alpha), the plain / class-balanced / complement-entropy alternatives, head/medium/tail
 accuracy, and CAM-guided localisation crops (box IoU against the recorded object boxes on synthetic data).
+
+The crops follow the report's high-resolution pipeline: the CAM box found on the ``img_size`` input is mapped
+back to the original image's pixels (:class:`fgvc_lib.crops.EvalGeometry`, read off the eval transform in use),
+cut out of the original file at full resolution and resized to ``img_size`` (``crop_source: original``);
+``crop_source: resized`` cuts it out of the ``img_size`` input and upsamples it (the ablation: no new detail).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,12 +22,14 @@ from matplotlib.figure import Figure
 from .. import plots
 from ..cam import box_iou, cam_box, crop_to_boxes, expand_box, overlay
 from ..config import InatBBNParams
-from ..data.datasets import ImageRecord
+from ..crops import Box, EvalGeometry, clip_box, crops_from_originals, original_size
+from ..data.datasets import ImageRecord, load_rgb
 from ..data.inat import class_counts, read_inat
 from ..data.samplers import ClassAwareSampler, ReversedPairDataset
 from ..data.synth.inat import write_inat
 from ..data.transforms import build_transform, denormalize
 from ..engine import create_strategy
+from ..fileio import write_text_atomic
 from ..losses import LOSSES
 from ..metrics import group_accuracy, per_class_accuracy, shot_groups, topk_accuracy
 from ..models import create_model, data_config
@@ -86,6 +94,7 @@ class InatBBNExperiment(Experiment):
         self.mean, self.std = cfg["mean"], cfg["std"]
         train_tf = build_transform(p.augment, p.img_size, train=True, mean=self.mean, std=self.std)
         eval_tf = build_transform(p.augment, p.img_size, train=False, mean=self.mean, std=self.std)
+        self.eval_transform = eval_tf
         labels = [r.label for r in self.train_data.records]
         self.train_set = self.image_dataset(self.data_root, self.train_data.items(), train_tf, name="train")
         self.val_set = self.image_dataset(self.data_root, self.val_data.items(), eval_tf, name="val")
@@ -206,8 +215,18 @@ class InatBBNExperiment(Experiment):
             metrics.update(self._cam_crops())
         return metrics
 
+    def crop_geometry(self) -> EvalGeometry:
+        """How the model's ``img_size`` inputs were made from the original files: the per-image eval transform,
+        or the batched one when ``batch_augment``, behind the decode-once cache (``cache_size``) when used."""
+        p = self.params
+        transform = self.batch_transforms()[1] if p.batch_augment else self.eval_transform
+        cache_size = (p.cache_size or p.img_size) if self.uses_cache else 0
+        return EvalGeometry.from_transform(transform, cache_size=cache_size)
+
     def _cam_crops(self, max_images: int = 200) -> dict[str, float]:
-        """CAM of the predicted class -> box -> crop -> classify again; IoU with recorded object boxes."""
+        """CAM of the predicted class -> box -> crop (of the original file at full resolution, or of the
+        resized input: ``crop_source``) -> classify again; IoU with the recorded object boxes in original pixels.
+        Writes ``cam_crops.json`` (every image's boxes and predictions)."""
         p = self.params
         picks = np.unique(
             np.linspace(0, len(self.val_set) - 1, num=min(max_images, len(self.val_set))).astype(int)
@@ -219,49 +238,96 @@ class InatBBNExperiment(Experiment):
         cams = self.batched_cams(xs, preds.tolist())
         s = p.img_size
         boxes = [expand_box(cam_box(c, p.crop_threshold), p.crop_margin, s, s) for c in cams]
-        crops = crop_to_boxes(xs, boxes, s)
+        geometry = self.crop_geometry()
+        paths = [self.data_root / r.relpath for r in records]
+        if p.crop_source == "original":  # cut out of the file at full resolution (whole pixels)
+            crops = crops_from_originals(paths, boxes, geometry, size=s, mean=self.mean, std=self.std).images
+        else:
+            crops = crop_to_boxes(xs, boxes, s)
+        # the CAM boxes in original pixels, as the recorded object boxes (the same for both crop sources)
+        sizes = [original_size(path) for path in paths]
+        original_boxes = [clip_box(geometry.to_original(b, wh), wh) for b, wh in zip(boxes, sizes, strict=True)]
         crop_preds = self.trainer.predict([(crops, labels)])[0].argmax(1)
         ious = [
-            box_iou(b, self._scaled_box(r)) for b, r in zip(boxes, records, strict=True) if r.bbox is not None
+            box_iou(b, r.bbox) if r.bbox is not None else None
+            for b, r in zip(original_boxes, records, strict=True)
         ]
+        measured = [v for v in ious if v is not None]
         out = {
             "crop_top1_acc": float((crop_preds == labels).float().mean()),
             "uncropped_top1_acc_same_images": float((preds == labels).float().mean()),
         }
-        if ious:
-            out["crop_iou"] = float(np.mean(ious))
-        self._crop_figure(xs, cams, crops, boxes, records, preds, crop_preds)
+        if measured:
+            out["crop_iou"] = float(np.mean(measured))
+        if self.dist.is_main:
+            self._write_crop_boxes(records, boxes, original_boxes, sizes, ious, preds, crop_preds, geometry)
+        self._crop_figure(xs, cams, crops, original_boxes, records, preds, crop_preds)
         return out
 
-    def _scaled_box(self, record: ImageRecord) -> tuple[float, float, float, float]:
-        """The recorded object box in the eval-transformed (resized) image."""
-        from PIL import Image
+    def _write_crop_boxes(
+        self, records, boxes, original_boxes, sizes, ious, preds, crop_preds, geometry
+    ) -> None:
+        """``cam_crops.json``: per image the CAM box in model-input pixels (``input_box``), the same box in original
+        pixels (``crop_box``; ``crop_source: original`` cuts the whole pixels nearest to it) and the recorded
+        ``object_box`` (x, y, w, h), the original size, their IoU and the predictions without / with the crop."""
+        rows = [
+            {
+                "file": r.relpath,
+                "label": r.label,
+                "pred": int(pred),
+                "crop_pred": int(crop_pred),
+                "original_size": list(wh),
+                "input_box": [round(v, 4) for v in box],
+                "crop_box": [round(v, 4) for v in obox],
+                "object_box": list(r.bbox) if r.bbox is not None else None,
+                "iou": iou,
+            }
+            for r, box, obox, wh, iou, pred, crop_pred in zip(
+                records, boxes, original_boxes, sizes, ious, preds.tolist(), crop_preds.tolist(), strict=True
+            )
+        ]
+        payload = {
+            "crop_source": self.params.crop_source,
+            "img_size": self.params.img_size,
+            "geometry": repr(geometry),
+            "images": rows,
+        }
+        write_text_atomic(self.run_dir / "cam_crops.json", json.dumps(payload, indent=1) + "\n")
 
-        with Image.open(self.data_root / record.relpath) as img:
-            width, height = img.size
-        x, y, w, h = record.bbox
-        sx, sy = self.params.img_size / width, self.params.img_size / height
-        return x * sx, y * sy, w * sx, h * sy
+    def _crop_figure(self, xs, cams, crops, original_boxes: list[Box], records, preds, crop_preds) -> None:
+        """Original file (CAM crop box yellow, recorded object box green) / CAM on the model input / the crop."""
+        from PIL import ImageDraw
 
-    def _crop_figure(self, xs, cams, crops, boxes, records, preds, crop_preds) -> None:
         n = min(self.params.cam_images, len(xs))
         if n == 0:
             return
         pick = np.unique(np.linspace(0, len(xs) - 1, num=n).astype(int))
         images, titles = [], []
+        source = "original file" if self.params.crop_source == "original" else "resized input"
         for i in pick:
+            original = load_rgb(self.data_root / records[i].relpath)
+            draw = ImageDraw.Draw(original)
+            line = max(1, round(max(original.size) / 150))
+            for box, color in ((records[i].bbox, (0, 255, 0)), (original_boxes[i], (255, 255, 0))):
+                if box is not None:
+                    x, y, w, h = box  # the outline on the box's outermost pixels (PIL includes x1, y1)
+                    draw.rectangle((x, y, max(x, x + w - 1), max(y, y + h - 1)), outline=color, width=line)
             img = denormalize(xs[i], self.mean, self.std)
-            images += [img, overlay(img, cams[i]), denormalize(crops[i], self.mean, self.std)]
+            crop = denormalize(crops[i], self.mean, self.std)
+            images += [np.asarray(original), overlay(img, cams[i]), crop]
             truth = self.short_name(records[i].label)
             titles += [
-                f"true {truth}",
+                f"true {truth}\n{original.size[0]}x{original.size[1]} px",
                 f"CAM, pred {self.short_name(int(preds[i]))}",
                 f"crop, pred {self.short_name(int(crop_preds[i]))}",
             ]
         self.save_figure(
             "cam_crops",
             plots.image_grid(
-                images, titles, cols=3, title="original / CAM of the prediction / CAM-guided crop"
+                images,
+                titles,
+                cols=3,
+                title=f"original (crop box yellow, object green) / CAM of the prediction / crop of the {source}",
             ),
         )
 
