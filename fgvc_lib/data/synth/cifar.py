@@ -5,7 +5,7 @@ The layout (``cifar-100-python/{train,test,meta}`` pickles) is described, and re
 
 Synthetic class design (:func:`write_cifar100`). The images are the synthetic birds of
 :mod:`fgvc_lib.data.synth.render` (classes differ only in a wing patch), drawn in any rotation (object
-length 62-88% of the side) with a wing patch 1.5 times the base size (about 6 px wide at 32 px) and
+length 65-90% of the side) with a wing patch 1.6 times the base size (about 6-7 px wide at 32 px) and
 moderate clutter: harder than the CUB-style birds, so a short run reaches about 60-75 % top-1 and the
 losses differ. Of the 200 colour x shape x pattern combinations, 100 are used:
 
@@ -18,7 +18,7 @@ losses differ. Of the 200 colour x shape x pattern combinations, 100 are used:
   change how much of the patch shows the colour versus the contrast colour. Names like
   ``crimson_disc_solid``.
 
-The images are class-agnostic apart from the patch, so a model has to find and read a ~6 px part: colour
+The images are class-agnostic apart from the patch, so a model has to find and read a 6-7 px part: colour
 gives a 1-in-8 grouping, shape and pattern the rest.
 """
 
@@ -47,11 +47,11 @@ COARSE_SHAPES: tuple[str, ...] = ("disc", "triangle", "bar")
 """Patch shapes used by the synthetic coarse classes (in order of coarse index // 8)."""
 
 # Rendering of the synthetic images: render_bird supersamples at 2x (64 px) and LANCZOS-downsamples to 32.
-# Harder than the CUB-style birds on purpose (any rotation, more clutter, a ~6 px patch), so that a short
+# Harder than the CUB-style birds on purpose (any rotation, more clutter, a 6-7 px patch), so that a short
 # embedded run stays well below 100 % and the losses (CE, MC, focal, FLSD-53) have errors to differ on.
-RENDER_CLUTTER = 8
-RENDER_LENGTH_RANGE = (0.62, 0.88)
-RENDER_PATCH_SCALE = 1.5
+RENDER_CLUTTER = 6
+RENDER_LENGTH_RANGE = (0.65, 0.9)
+RENDER_PATCH_SCALE = 1.6
 RENDER_MAX_TILT = 180.0
 
 _BATCH_LABELS = {"train": "training batch 1 of 1", "test": "testing batch 1 of 1"}
