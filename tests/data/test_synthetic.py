@@ -163,12 +163,33 @@ def test_pose_varies_across_images() -> None:
         lengths.append(np.hypot(bx - tx, by - ty) / size)
         angles.append(np.arctan2(by - ty, bx - tx))
     centres_arr = np.asarray(centres)
-    assert centres_arr.std(axis=0).min() > 0.08 * size
-    assert np.ptp(centres_arr[:, 0]) > 0.3 * size and np.ptp(centres_arr[:, 1]) > 0.3 * size
-    assert 0.25 < min(lengths) and max(lengths) < 0.7 and max(lengths) - min(lengths) > 0.15
-    # rotation: beak->tail directions fall in all four quadrants
-    quadrants = {int((a + np.pi) // (np.pi / 2)) % 4 for a in angles}
+    # The bird fills most of the frame (beak-tail distance = 0.82 of the object length, 62-90% of the
+    # side), so its centre moves little along its length and more across it.
+    assert centres_arr.std(axis=0).min() > 0.04 * size
+    assert np.ptp(centres_arr[:, 0]) > 0.15 * size and np.ptp(centres_arr[:, 1]) > 0.3 * size
+    assert 0.45 < min(lengths) and max(lengths) < 0.8 and max(lengths) - min(lengths) > 0.12
+    # pose: roughly upright (tilt within the default 35 degrees; the tail->beak line is ~6 degrees off the
+    # body axis), facing right and left
+    headings = np.degrees(np.asarray(angles))
+    right = np.abs(headings) <= 42.0
+    left = np.abs(np.abs(headings) - 180.0) <= 42.0
+    assert np.all(right | left) and 10 < right.sum() < 40
+    assert np.ptp(headings[right]) > 40  # the tilt varies
+    # max_tilt=180: any rotation, beak->tail directions fall in all four quadrants
+    any_angle = []
+    for i in range(50):
+        _, ann = render_bird(image_rng(3, i), 0, size, clutter=0, max_tilt=180.0)
+        (bx, by), (tx, ty) = ann.parts["beak"], ann.parts["tail"]
+        any_angle.append(np.arctan2(by - ty, bx - tx))
+    quadrants = {int((a + np.pi) // (np.pi / 2)) % 4 for a in any_angle}
     assert quadrants == {0, 1, 2, 3}
+
+
+def test_pose_keeps_the_bird_upright() -> None:
+    # The head is above the belly in every default image (no upside-down birds), in left and right profile.
+    for i in range(30):
+        _, ann = render_bird(image_rng(8, i), 2, 64, clutter=0)
+        assert ann.parts["crown"][1] < ann.parts["belly"][1], i
 
 
 @pytest.mark.parametrize(("class_a", "class_b"), [(0, 1), (3, 4), (0, 25), (12, 187)])
@@ -230,6 +251,9 @@ def test_wing_patch_colour_differs_between_colour_classes() -> None:
         ({"size": 32.0}, "size"),
         ({"clutter": -1}, "clutter"),
         ({"class_index": 200}, "200"),
+        ({"max_tilt": -1.0}, "max_tilt"),
+        ({"max_tilt": 200}, "max_tilt"),
+        ({"max_tilt": True}, "max_tilt"),
     ],
 )
 def test_render_bad_arguments(kwargs: dict, param: str) -> None:

@@ -188,8 +188,9 @@ def hsv_rgb(h: float, s: float, v: float) -> tuple[int, int, int]:
 
 
 def muted(rng: np.random.Generator) -> tuple[int, int, int]:
-    """A random low-saturation colour (backgrounds, clutter, bodies); draws three numbers from ``rng``."""
-    return hsv_rgb(rng.uniform(0.0, 1.0), rng.uniform(0.03, 0.28), rng.uniform(0.25, 0.85))
+    """A random low-saturation, mid-to-light colour (value 0.4-0.9: backgrounds, clutter); draws three numbers
+    from ``rng``."""
+    return hsv_rgb(rng.uniform(0.0, 1.0), rng.uniform(0.03, 0.28), rng.uniform(0.4, 0.9))
 
 
 def scaled(rgb: tuple[int, int, int], f: float) -> tuple[int, int, int]:
@@ -258,16 +259,20 @@ def render_bird(
     size: int,
     *,
     clutter: int = 12,
-    length_range: tuple[float, float] = (0.35, 0.70),
-    patch_scale: float = 1.0,
+    length_range: tuple[float, float] = (0.62, 0.9),
+    patch_scale: float = 1.5,
+    max_tilt: float = 35.0,
 ) -> tuple[Image.Image, BirdAnnotation]:
     """Render one RGB ``size`` x ``size`` bird of class ``class_index`` on a cluttered background.
 
     Every random draw is independent of the class, so the same ``rng`` state gives the same image for any
-    two classes except around the wing patch. The object length is ``length_range`` (default 35-70%) of
-    the side, rotation is uniform, the bird may be mirrored, and it lies fully inside the image whenever it
-    fits (a bird longer than about 90% of the side may touch the border at some angles). ``patch_scale``
-    multiplies the wing patch radius (1.0: ~15-19% of the object length; small images want a larger patch).
+    two classes except around the wing patch. The object length (beak to tail) is ``length_range``
+    (default 62-90%) of the side; the bird faces left or right (equal chances), is tilted by up to
+    ``max_tilt`` degrees either way (default 35: a roughly upright bird; 180: any rotation) and lies fully
+    inside the image whenever it fits (a bird longer than about 90% of the side may touch the border at
+    steep tilts). ``patch_scale`` multiplies the wing
+    patch radius (1.0: a patch ~15-19% of the object length; the default 1.5: ~23-28%, about 20 px wide on
+    a 96 px image at the default length, large enough for a stride-32 network to read shape and pattern).
     Drawn at 2x, then downsampled with LANCZOS.
     """
     spec = class_attributes(class_index)
@@ -285,13 +290,22 @@ def render_bird(
         )
     if isinstance(patch_scale, bool) or not isinstance(patch_scale, (int, float)) or not patch_scale > 0:
         raise ValueError(f"patch_scale: expected a number > 0, got {patch_scale!r}")
+    if (
+        isinstance(max_tilt, bool)
+        or not isinstance(max_tilt, (int, float))
+        or not 0.0 <= float(max_tilt) <= 180.0
+    ):
+        raise ValueError(f"max_tilt: expected a number of degrees in [0, 180], got {max_tilt!r}")
     side = 2 * int(size)
     canvas = background(rng, side, int(clutter))
 
     # Pose and appearance (class independent).
     length = rng.uniform(len_lo, len_hi) * side
-    angle = rng.uniform(0.0, 2.0 * math.pi)
+    tilt = math.radians(float(max_tilt))
+    angle = rng.uniform(-tilt, tilt)
     mirror = -1.0 if rng.random() < 0.5 else 1.0
+    if mirror < 0:  # mirrored across the body axis and turned by half a turn: upright, facing left
+        angle += math.pi
     body = hsv_rgb(rng.uniform(0.03, 0.14), rng.uniform(0.15, 0.55), rng.uniform(0.30, 0.75))
     beak = hsv_rgb(rng.uniform(0.06, 0.14), rng.uniform(0.05, 0.35), rng.uniform(0.12, 0.55))
     pos_u, pos_v = rng.uniform(0.0, 1.0, size=2)

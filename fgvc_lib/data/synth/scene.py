@@ -287,14 +287,15 @@ def _bird_sprite(rng: np.random.Generator, side: int) -> tuple[Image.Image, Imag
 
 
 # Object kinds drawn in ground slots: (height range as a share of the side, width / height).
+# Large enough that each kind stays recognisable at a 96 px input and after a random crop.
 _OBJECTS: dict[str, tuple[tuple[float, float], float]] = {
-    "person": ((0.5, 0.72), 0.42),
-    "tree": ((0.5, 0.72), 0.62),
-    "car": ((0.2, 0.3), 2.0),
-    "dog": ((0.24, 0.34), 1.45),
-    "flower": ((0.3, 0.42), 0.6),
-    "baby": ((0.26, 0.36), 0.9),
-    "bird": ((0.42, 0.62), 1.0),
+    "person": ((0.68, 0.9), 0.42),
+    "tree": ((0.62, 0.86), 0.62),
+    "car": ((0.3, 0.42), 2.0),
+    "dog": ((0.36, 0.5), 1.45),
+    "flower": ((0.46, 0.62), 0.6),
+    "baby": ((0.4, 0.54), 0.9),
+    "bird": ((0.52, 0.72), 1.0),
 }
 
 
