@@ -77,7 +77,11 @@ def ensure_embedded_data(
     name: str, is_complete: Callable[[Path], bool], write: Callable[[Path], Any]
 ) -> Path:
     """The embedded data set ``name``, generated once: parallel runs (grid workers) wait on a lock instead of
-    writing the same files at the same time."""
+    writing the same files at the same time. The folder name carries the renderer's version, so a set drawn by
+    an older renderer is not reused (it stays where it is)."""
+    from .data.synth.render import RENDER_VERSION
+
+    name = f"{name}-render{RENDER_VERSION}"
     root = embedded_data_dir(name)
     if is_complete(root):
         return root
