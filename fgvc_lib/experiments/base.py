@@ -74,7 +74,7 @@ class Experiment:
             seed_everything(self.params.seed)
             self.device = resolve_device(self.params.device)
             self._build()
-            self.cam_layers()  # a bad `cam_layer` / `cam_method` fails here, before any training
+            self.check_cam_options()  # a bad `cam_layer` / `cam_method` fails here, before any training
         except BaseException as exc:
             if not resume:
                 self._record_failure(exc)
@@ -301,6 +301,17 @@ class Experiment:
             list(planned_lr) or used, ylabel="learning rate", log=True, observed=used if planned_lr else None,
             title=lr_title or f"LR ({getattr(self.params, 'scheduler', 'none')})"))
         return history
+
+    def check_cam_options(self) -> None:
+        """Validate ``cam_method``, and ``cam_layer`` when one is named (the family default is looked up when a
+        CAM is drawn, so a model without one only fails if CAMs are asked for)."""
+        p = self.params
+        try:
+            check_cam_method(getattr(p, "cam_method", "gradcam"))
+        except ValueError as exc:
+            raise ParameterError(str(exc)) from None
+        if getattr(p, "cam_layer", ""):
+            self.cam_layers()
 
     def cam_layers(self) -> list[Any]:
         """The CAM target modules of ``self.model``: the ``cam_layer`` parameter's (ParameterError naming it, the
