@@ -26,92 +26,19 @@ Run: ``PYTHONPATH=. .venv/bin/python tools/compare_cam_layers.py`` (a few minute
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fgvc_lib.cam import compute_cams, pointing_game  # noqa: E402
-from fgvc_lib.data.synth.render import DISCRIMINATIVE_PART, image_rng, render_bird  # noqa: E402
-from fgvc_lib.data.transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from fgvc_lib.cam import compute_cams  # noqa: E402
 from fgvc_lib.engine import seed_everything  # noqa: E402
 from fgvc_lib.models import create_model  # noqa: E402
-
-
-def render_set(class_ids, n_train, n_test, size, seed, patch_scale):
-    """Train/test tensors (normalised) plus test annotations: boxes (x, y, w, h) and wing points."""
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    splits = {"train": ([], [], [], []), "test": ([], [], [], [])}
-    for label, c in enumerate(class_ids):
-        for k in range(n_train + n_test):
-            image, ann = render_bird(image_rng(seed, c, k), c, size, patch_scale=patch_scale)
-            x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
-            xs, ys, boxes, points = splits["train" if k < n_train else "test"]
-            xs.append((x - mean) / std)
-            ys.append(label)
-            boxes.append(ann.bbox)
-            points.append(ann.parts[DISCRIMINATIVE_PART])
-    return {
-        name: (torch.stack(xs), torch.tensor(ys), boxes, points)
-        for name, (xs, ys, boxes, points) in splits.items()
-    }
-
-
-def train(model, xs, ys, epochs, batch_size, lr, seed, log=True):
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    steps = epochs * ((len(xs) + batch_size - 1) // batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.2)
-    model.train()
-    for epoch in range(epochs):
-        order = torch.randperm(len(xs), generator=gen)
-        total = 0.0
-        for i in range(0, len(xs), batch_size):
-            idx = order[i : i + batch_size]
-            if len(idx) < 2:
-                continue
-            x = xs[idx]
-            flip = torch.rand(len(x), generator=gen) < 0.5
-            x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
-            loss = F.cross_entropy(model(x), ys[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.item() * len(idx)
-        if log:
-            print(f"  epoch {epoch + 1}/{epochs} loss {total / len(xs):.3f}", flush=True)
-    model.eval()
-    return model
-
-
-def box_mask(box, size):
-    x, y, w, h = box
-    cols, rows = np.arange(size) + 0.5, (np.arange(size) + 0.5)[:, None]
-    return (cols >= x) & (cols <= x + w) & (rows >= y) & (rows <= y + h)
-
-
-def scores(cams, boxes, points, radius):
-    size = cams.shape[-1]
-    masks = np.stack([box_mask(b, size) for b in boxes])
-    flat = cams.reshape(len(cams), -1)
-    peaks = flat.argmax(axis=1)
-    in_box = masks.reshape(len(cams), -1)[np.arange(len(cams)), peaks]
-    mass = flat.sum(axis=1)
-    energy = np.where(mass > 0, (cams * masks).reshape(len(cams), -1).sum(axis=1) / np.maximum(mass, 1e-12), 0)
-    return {
-        "pg_wing": pointing_game(cams, points, radius),
-        "pg_box": float(in_box.mean()),
-        "energy_box": float(energy.mean()),
-        "degenerate": float((np.ptp(flat, axis=1) < 1e-6).mean()),
-    }
+from tools.cam_eval import add_common_args, render_set, report, scores, train  # noqa: E402
 
 
 def native_grid(model, layer, x):
@@ -144,20 +71,10 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="tf_efficientnet_lite0")
     ap.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=True)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
-    ap.add_argument("--size", type=int, default=96)
     ap.add_argument("--classes", type=int, default=8)
     ap.add_argument("--class-step", type=int, default=1, help="classes 0, step, 2*step, ... (25: colour classes)")
-    ap.add_argument("--train-per-class", type=int, default=40)
-    ap.add_argument("--test-per-class", type=int, default=20)
-    ap.add_argument("--patch-scale", type=float, default=1.5, help="wing patch size (render_bird)")
-    ap.add_argument("--epochs", type=int, default=6)
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--radius", type=float, default=0.15, help="pointing radius, share of the side")
-    ap.add_argument("--methods", nargs="+", default=["gradcam", "layercam"])
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--json", default="", help="also write the results here")
+    add_common_args(ap, size=96, train_per_class=40, test_per_class=20, patch_scale=1.5, epochs=6, lr=1e-3,
+                    methods=("gradcam", "layercam"))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     class_ids = [args.class_step * i for i in range(args.classes)]
@@ -199,23 +116,7 @@ def main(argv=None):
             prod = _rescale(maps["stride16"] * maps["last"])
             rows.append({"seed": seed, "acc": acc, "method": method, "layer": "fuse_prod",
                          "grid": rows[-1]["grid"], "path": "stride16 x last", **scores(prod, boxes, points, radius)})
-    print()
-    print("| seed | acc | method | layer | path | grid | pg_wing | pg_box | energy_box | degenerate |")
-    print("|---:|---:|---|---|---|---|---:|---:|---:|---:|")
-    for r in rows:
-        print(f"| {r['seed']} | {r['acc']:.3f} | {r['method']} | {r['layer']} | {r.get('path', '-')} | {r['grid']} "
-              f"| {r['pg_wing']:.3f} | {r['pg_box']:.3f} | {r['energy_box']:.3f} | {r['degenerate']:.3f} |")
-    if len(args.seeds) > 1:
-        print("\nmean over seeds")
-        keys = list(dict.fromkeys((r["method"], r["layer"]) for r in rows))
-        for method, layer in keys:
-            sel = [r for r in rows if r["method"] == method and r["layer"] == layer]
-            m = {k: np.mean([r[k] for r in sel]) for k in ("pg_wing", "pg_box", "energy_box", "degenerate")}
-            print(f"| {method} | {layer} | {m['pg_wing']:.3f} | {m['pg_box']:.3f} | {m['energy_box']:.3f} "
-                  f"| {m['degenerate']:.3f} |")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
-
+    report(rows, args.seeds, args.json, args)
 
 if __name__ == "__main__":
     main()

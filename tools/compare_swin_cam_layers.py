@@ -29,41 +29,18 @@ See docs/swin_cam_layer.md for the result and the decision.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fgvc_lib.cam import compute_cams, pointing_game  # noqa: E402
-from fgvc_lib.data.synth.render import DISCRIMINATIVE_PART, image_rng, render_bird  # noqa: E402
-from fgvc_lib.data.transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from fgvc_lib.cam import compute_cams  # noqa: E402
 from fgvc_lib.models import create_model  # noqa: E402
-
-
-def render_set(class_ids, n_train, n_test, size, seed, patch_scale):
-    """Train/test tensors (normalised) plus test annotations: boxes (x, y, w, h) and wing points."""
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    splits = {"train": ([], [], [], []), "test": ([], [], [], [])}
-    for label, c in enumerate(class_ids):
-        for k in range(n_train + n_test):
-            image, ann = render_bird(image_rng(seed, c, k), c, size, patch_scale=patch_scale)
-            x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
-            xs, ys, boxes, points = splits["train" if k < n_train else "test"]
-            xs.append((x - mean) / std)
-            ys.append(label)
-            boxes.append(ann.bbox)
-            points.append(ann.parts[DISCRIMINATIVE_PART])
-    return {
-        name: (torch.stack(xs), torch.tensor(ys), boxes, points)
-        for name, (xs, ys, boxes, points) in splits.items()
-    }
+from tools.cam_eval import add_common_args, render_set, report, scores, train  # noqa: E402
 
 
 def build_model(num_classes, size, window):
@@ -80,54 +57,6 @@ def build_model(num_classes, size, window):
     )
 
 
-def train(model, xs, ys, epochs, batch_size, lr, seed, log):
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
-    steps = epochs * ((len(xs) + batch_size - 1) // batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
-    model.train()
-    for epoch in range(epochs):
-        order = torch.randperm(len(xs), generator=gen)
-        total = 0.0
-        for i in range(0, len(xs), batch_size):
-            idx = order[i : i + batch_size]
-            x = xs[idx]
-            flip = torch.rand(len(x), generator=gen) < 0.5
-            x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
-            loss = F.cross_entropy(model(x), ys[idx], label_smoothing=0.1)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.item() * len(idx)
-        if log and (epoch + 1) % log == 0:
-            print(f"  epoch {epoch + 1}/{epochs} loss {total / len(xs):.3f}", flush=True)
-    model.eval()
-    return model
-
-
-def box_mask(box, size):
-    x, y, w, h = box
-    cols, rows = np.arange(size) + 0.5, (np.arange(size) + 0.5)[:, None]
-    return (cols >= x) & (cols <= x + w) & (rows >= y) & (rows <= y + h)
-
-
-def scores(cams, boxes, points, radius):
-    size = cams.shape[-1]
-    masks = np.stack([box_mask(b, size) for b in boxes])
-    flat = cams.reshape(len(cams), -1)
-    peaks = flat.argmax(axis=1)
-    in_box = masks.reshape(len(cams), -1)[np.arange(len(cams)), peaks]
-    mass = flat.sum(axis=1)
-    energy = np.where(mass > 0, (cams * masks).reshape(len(cams), -1).sum(axis=1) / np.maximum(mass, 1e-12), 0)
-    return {
-        "pg_box": float(in_box.mean()),
-        "pg_wing": pointing_game(cams, points, radius),
-        "energy_box": float(energy.mean()),
-        "degenerate": float((np.ptp(flat, axis=1) < 1e-6).mean()),
-    }
-
-
 def native_grid(model, layer, x):
     shapes = []
     handle = layer.register_forward_hook(lambda m, i, o: shapes.append(tuple(o.shape)))
@@ -139,21 +68,11 @@ def native_grid(model, layer, x):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
-    ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--window", type=int, default=4, help="Swin window (final grid: size / 16)")
     ap.add_argument("--classes", type=int, default=8, help="colour classes 0, 25, 50, ... (at most 8)")
-    ap.add_argument("--train-per-class", type=int, default=60)
-    ap.add_argument("--test-per-class", type=int, default=25)
-    ap.add_argument("--patch-scale", type=float, default=2.5, help="wing patch size (render_bird)")
-    ap.add_argument("--epochs", type=int, default=25)
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--radius", type=float, default=0.15, help="pointing radius, share of the side")
-    ap.add_argument("--methods", nargs="+", default=["gradcam", "hirescam", "layercam"])
-    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--log-every", type=int, default=5, help="print the training loss every N epochs")
-    ap.add_argument("--json", default="", help="also write the results here")
+    add_common_args(ap, size=64, train_per_class=60, test_per_class=25, patch_scale=2.5, epochs=25, lr=3e-3,
+                    methods=("gradcam", "hirescam", "layercam"))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     class_ids = [25 * i for i in range(min(args.classes, 8))]
@@ -169,7 +88,8 @@ def main(argv=None):
         torch.manual_seed(seed)
         model = build_model(len(class_ids), args.size, args.window)
         print(f"seed {seed}: training on {len(xtr)} images ({len(class_ids)} classes, {args.size} px)", flush=True)
-        train(model, xtr, ytr, args.epochs, args.batch_size, args.lr, seed, log=args.log_every)
+        train(model, xtr, ytr, args.epochs, args.batch_size, args.lr, seed, weight_decay=0.05, pct_start=0.15,
+              label_smoothing=0.1, log_every=args.log_every)
         with torch.no_grad():
             acc = float((model(xte).argmax(1) == yte).float().mean())
         print(f"seed {seed}: test accuracy {acc:.3f} ({time.time() - t0:.0f} s)", flush=True)
@@ -198,23 +118,7 @@ def main(argv=None):
                 ])
                 rows.append({"seed": seed, "acc": acc, "method": method, "layer": name,
                              "grid": native_grid(model, layer, xte), **scores(cams, boxes, points, radius)})
-    print()
-    print(f"{'seed':>4} {'acc':>5} {'method':>9} {'layer':>11} {'grid':>5} "
-          f"{'pg_box':>7} {'pg_wing':>7} {'energy_box':>10} {'degenerate':>10}")
-    for r in rows:
-        print(f"{r['seed']:>4} {r['acc']:>5.3f} {r['method']:>9} {r['layer']:>11} {r['grid']:>5} "
-              f"{r['pg_box']:>7.3f} {r['pg_wing']:>7.3f} {r['energy_box']:>10.3f} {r['degenerate']:>10.3f}")
-    if len(args.seeds) > 1:
-        print("\nmean over seeds")
-        keys = sorted({(r["method"], r["layer"]) for r in rows}, key=lambda k: (k[0] != "-", k))
-        for method, layer in keys:
-            sel = [r for r in rows if r["method"] == method and r["layer"] == layer]
-            m = {k: np.mean([r[k] for r in sel]) for k in ("pg_box", "pg_wing", "energy_box", "degenerate")}
-            print(f"{'':>4} {'':>5} {method:>9} {layer:>11} {'':>5} "
-                  f"{m['pg_box']:>7.3f} {m['pg_wing']:>7.3f} {m['energy_box']:>10.3f} {m['degenerate']:>10.3f}")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
-
+    report(rows, args.seeds, args.json, args)
 
 if __name__ == "__main__":
     main()
