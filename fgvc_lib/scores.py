@@ -13,6 +13,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from .metrics import topk_correct
+
 Targets = list[tuple[float, torch.Tensor]]
 
 
@@ -54,15 +56,13 @@ class SingleLabelScores(Scores):
     selection = "acc"
 
     def update(self, logits: torch.Tensor, targets: Targets) -> None:
-        k = min(5, logits.shape[1]) if self.evaluation else 1
-        top = logits.topk(k, dim=1).indices
+        ks = (1, 5) if self.evaluation else (1, 1)
         weighted = torch.zeros(2, device=logits.device, dtype=torch.float64)
         parts = []
         for weight, labels in targets:
-            hits = top.eq(labels.view(-1, 1))
-            top1, topk = hits[:, 0].sum(), hits.any(1).sum()
-            weighted += weight * torch.stack([top1, topk]).to(torch.float64)
-            parts.append(top1)
+            counts = topk_correct(logits, labels, ks)  # on the device: no host sync
+            weighted += weight * counts.to(torch.float64)
+            parts.append(counts[0])
         self._add(torch.cat([weighted, torch.stack(parts).to(torch.float64)]))
 
     def result(self, sums: torch.Tensor, n: int) -> dict[str, float]:

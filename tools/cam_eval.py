@@ -86,6 +86,17 @@ def scores(cams, boxes, points, radius):
     }
 
 
+def native_grid(model, layer, x, *, channels_last=False):
+    """``HxW`` of ``layer``'s output for one image (Swin's activations are NHWC, CNNs' NCHW)."""
+    shapes = []
+    handle = layer.register_forward_hook(lambda m, i, o: shapes.append(tuple(o.shape)))
+    with torch.no_grad():
+        model(x[:1])
+    handle.remove()
+    hw = shapes[0][1:3] if channels_last else shapes[0][2:4]
+    return "x".join(str(s) for s in hw)
+
+
 SCORE_KEYS = ("pg_wing", "pg_box", "energy_box", "degenerate")
 
 

@@ -38,16 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fgvc_lib.cam import compute_cams  # noqa: E402
 from fgvc_lib.engine import seed_everything  # noqa: E402
 from fgvc_lib.models import create_model  # noqa: E402
-from tools.cam_eval import add_common_args, render_set, report, scores, train  # noqa: E402
-
-
-def native_grid(model, layer, x):
-    shapes = []
-    handle = layer.register_forward_hook(lambda m, i, o: shapes.append(tuple(o.shape)))
-    with torch.no_grad():
-        model(x[:1])
-    handle.remove()
-    return "x".join(str(s) for s in shapes[0][2:4])
+from tools.cam_eval import add_common_args, native_grid, render_set, report, scores, train  # noqa: E402
 
 
 def _rescale(cams):

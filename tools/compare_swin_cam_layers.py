@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fgvc_lib.cam import compute_cams  # noqa: E402
 from fgvc_lib.models import create_model  # noqa: E402
-from tools.cam_eval import add_common_args, render_set, report, scores, train  # noqa: E402
+from tools.cam_eval import add_common_args, native_grid, render_set, report, scores, train  # noqa: E402
 
 
 def build_model(num_classes, size, window):
@@ -55,15 +55,6 @@ def build_model(num_classes, size, window):
         num_heads=(3, 6, 12),
         drop_path_rate=0.0,
     )
-
-
-def native_grid(model, layer, x):
-    shapes = []
-    handle = layer.register_forward_hook(lambda m, i, o: shapes.append(tuple(o.shape)))
-    with torch.no_grad():
-        model(x[:1])
-    handle.remove()
-    return "x".join(str(s) for s in shapes[0][1:3])  # NHWC activations: (B, H, W, C)
 
 
 def main(argv=None):
@@ -117,7 +108,7 @@ def main(argv=None):
                     for i in range(0, len(xte), 50)
                 ])
                 rows.append({"seed": seed, "acc": acc, "method": method, "layer": name,
-                             "grid": native_grid(model, layer, xte), **scores(cams, boxes, points, radius)})
+                             "grid": native_grid(model, layer, xte, channels_last=True), **scores(cams, boxes, points, radius)})
     report(rows, args.seeds, args.json, args)
 
 if __name__ == "__main__":

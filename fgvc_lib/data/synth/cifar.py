@@ -37,6 +37,7 @@ from fgvc_lib.data.synth.render import (
     PART_COLOURS,
     PART_PATTERNS,
     check_int,
+    check_out_dir,
     class_attributes,
     image_rng,
     render_bird,
@@ -153,9 +154,7 @@ def write_cifar100(
     train_per_class = check_int("train_per_class", train_per_class, 1)
     test_per_class = check_int("test_per_class", test_per_class, 1)
     seed = check_int("seed", seed, 0)
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"out: expected a directory path, got the existing file {out}")
+    out = check_out_dir(out)
     final = out / BASE_FOLDER
     if final.exists() and not final.is_dir():
         raise ValueError(f"out: {final} exists and is not a directory; expected a folder to replace")

@@ -13,6 +13,7 @@ from pathlib import Path
 from fgvc_lib.data.synth.render import (
     NUM_CLASSES,
     check_int,
+    check_out_dir,
     class_attributes,
     image_rng,
     render_bird,
@@ -106,9 +107,7 @@ def write_cub(
         or not (0.0 <= float(train_fraction) <= 1.0)
     ):
         raise ValueError(f"train_fraction: expected a number in [0, 1], got {train_fraction!r}")
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"out: expected a directory path, got the existing file {out}")
+    out = check_out_dir(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / COMPLETE_MARKER).unlink(missing_ok=True)
     names = [

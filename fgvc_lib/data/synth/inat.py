@@ -34,6 +34,7 @@ from fgvc_lib.data.synth.render import (
     NUM_CLASSES,
     PART_COLOURS,
     check_int,
+    check_out_dir,
     class_attributes,
     image_rng,
     render_bird,
@@ -218,9 +219,7 @@ def write_inat(
     val_per_class = check_int("val_per_class", val_per_class, 1)
     size = check_int("size", size, 32)
     seed = check_int("seed", seed, 0)
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"out: expected a directory path, got the existing file {out}")
+    out = check_out_dir(out)
     targets = [out / IMAGE_FOLDER, out / "val2019.json", out / "train2019.json"]  # the order they move in
     for target in targets:
         if target.exists() and target.is_dir() != (target.name == IMAGE_FOLDER):

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from fgvc_lib.data.multilabel import ANNOTATION_FOLDER, BOXES_FILE, IMAGE_FOLDER, LABELS
-from fgvc_lib.data.synth.render import check_int, image_rng, save_jpeg
+from fgvc_lib.data.synth.render import check_int, check_out_dir, image_rng, save_jpeg
 from fgvc_lib.data.synth.scene import render_scene
 from fgvc_lib.runs import staged_replace
 
@@ -155,9 +155,7 @@ def write_multilabel(
     )
     if not ok or not 0.0 <= float(grayscale_share) <= 1.0:
         raise ValueError(f"grayscale_share: expected a number in [0, 1], got {grayscale_share!r}")
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"out: expected a directory path, got the existing file {out}")
+    out = check_out_dir(out)
     targets = [out / IMAGE_FOLDER, out / BOXES_FILE, out / ANNOTATION_FOLDER]  # the order they move in
     for target in targets:
         want_dir = target.name != BOXES_FILE

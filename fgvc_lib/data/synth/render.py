@@ -391,6 +391,14 @@ def save_jpeg(image: Image.Image, path: Path) -> None:
     image.save(path, format="JPEG", quality=JPEG_QUALITY)
 
 
+def check_out_dir(out: object) -> Path:
+    """``out`` as a Path; ValueError when it names an existing file (a writer needs a folder there)."""
+    out = Path(out)  # type: ignore[arg-type]
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out: expected a directory path, got the existing file {out}")
+    return out
+
+
 def check_int(name: str, value: object, lo: int, hi: int | None = None, what: str | None = None) -> int:
     """``value`` as an int when it is an integer (not a bool) in ``lo..hi`` (``hi`` None: no upper bound),
     else ``ValueError("<name>: expected <what>, got <value>")``; ``what`` defaults to the range in words."""
