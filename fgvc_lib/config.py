@@ -154,7 +154,7 @@ class ExperimentParams:
     )
     cam_method: Literal[
         "gradcam", "gradcam++", "hirescam", "layercam", "xgradcam", "eigencam", "eigengradcam", "gradcamelementwise"
-    ] = param("gradcam", "CAM method of the grad-cam package")
+    ] = param("layercam", "CAM method of the grad-cam package (LayerCAM localises best: docs/cam_layers.md)")
 
     # ------------------------------------------------------------------ construction
     @classmethod

@@ -207,7 +207,7 @@ def test_bad_cam_method_parameter_says_did_you_mean():
     with pytest.raises(ParameterError, match=r"parameter 'cam_method'.*'layercm'.*did you mean 'layercam'"):
         ExperimentParams.from_dict(cam_method="layercm")
     assert ExperimentParams.from_dict(cam_method="gradcam++").cam_method == "gradcam++"
-    assert ExperimentParams().cam_method == "gradcam" and ExperimentParams().cam_layer == ""
+    assert ExperimentParams().cam_method == "layercam" and ExperimentParams().cam_layer == ""
 
 
 def test_check_cam_method_names_the_parameter():

@@ -35,6 +35,8 @@ def parameters_source(notebook: str) -> str:
 
 
 def sync(notebook: str) -> Path:
+    """``notebook``: a notebook name (``bird``) or the path of its ``.ipynb``."""
+    notebook = Path(notebook).name.removesuffix(".ipynb")
     path = ROOT / "notebooks" / f"{notebook}.ipynb"
     nb = nbformat.read(path, as_version=4)
     cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
@@ -49,5 +51,5 @@ def sync(notebook: str) -> Path:
 
 
 if __name__ == "__main__":
-    for name in sys.argv[1:] or ["bird"]:
+    for name in sys.argv[1:] or ["bird", "cifar100", "inat_bbn", "multilabel"]:
         print(f"synced {sync(name)}")

@@ -307,7 +307,7 @@ class Experiment:
         CAM is drawn, so a model without one only fails if CAMs are asked for)."""
         p = self.params
         try:
-            check_cam_method(getattr(p, "cam_method", "gradcam"))
+            check_cam_method(getattr(p, "cam_method", "layercam"))
         except ValueError as exc:
             raise ParameterError(str(exc)) from None
         if getattr(p, "cam_layer", ""):
@@ -318,7 +318,7 @@ class Experiment:
         value and the closest module names) or the model's default; checks ``cam_method`` too."""
         p = self.params
         try:
-            check_cam_method(getattr(p, "cam_method", "gradcam"))
+            check_cam_method(getattr(p, "cam_method", "layercam"))
             model = getattr(self, "model", None)
             if model is None:
                 return []
@@ -330,7 +330,7 @@ class Experiment:
         """CAMs of ``classes[i]`` on ``xs[i]``, in batches of ``batch_size``, with the ``cam_method`` on the
         ``cam_layer`` (default: the model family's stride-16 stage, docs/cam_layers.md)."""
         layers = self.cam_layers()
-        method = getattr(self.params, "cam_method", "gradcam")
+        method = getattr(self.params, "cam_method", "layercam")
         cams = [compute_cams(self.model, xs[i : i + batch_size], list(classes[i : i + batch_size]),
                              layer=layers, method=method)
                 for i in range(0, len(xs), batch_size)]
@@ -341,7 +341,7 @@ class Experiment:
         names = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "hirescam": "HiResCAM", "layercam": "LayerCAM",
                  "xgradcam": "XGrad-CAM", "eigencam": "Eigen-CAM", "eigengradcam": "Eigen-Grad-CAM",
                  "gradcamelementwise": "Grad-CAM (element-wise)"}
-        method = getattr(self.params, "cam_method", "gradcam")
+        method = getattr(self.params, "cam_method", "layercam")
         layer = getattr(self.params, "cam_layer", "")
         return names.get(method, method) + (f" on {layer}" if layer else "")
 

@@ -259,7 +259,7 @@ class MultilabelExperiment(Experiment):
         return metrics
 
     def _label_cams(self, probs: np.ndarray, truth: np.ndarray) -> None:
-        """One Grad-CAM per positive label for the first ``cam_images`` validation images that have labels."""
+        """One CAM (``cam_method``) per positive label for the first ``cam_images`` validation images that have labels."""
         rows = [i for i in range(len(truth)) if truth[i].any()][: self.params.cam_images]
         pairs = [(i, j) for i in rows for j in np.nonzero(truth[i])[0]]
         if not pairs:
@@ -269,7 +269,7 @@ class MultilabelExperiment(Experiment):
         images = [overlay(denormalize(xs[k], self.mean, self.std), cams[k]) for k in range(len(pairs))]
         titles = [f"{self.labels[j]} (p={probs[i, j]:.2f})" for i, j in pairs]
         self.save_figure(
-            "cam_labels", plots.image_grid(images, titles, cols=4, title="Grad-CAM for each positive label")
+            "cam_labels", plots.image_grid(images, titles, cols=4, title=f"{self.cam_title()} for each positive label")
         )
 
 
