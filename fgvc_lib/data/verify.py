@@ -250,7 +250,10 @@ def dataset_image_files(dataset: Any) -> list[ImageFile]:
     files = dataset_image_files(inner)
     indices = getattr(dataset, "indices", None)
     if indices is not None and files:
-        return [files[int(i)] for i in indices]
+        try:
+            return [files[int(i)] for i in indices]
+        except (IndexError, TypeError, ValueError):  # indices of something else: check every file
+            return files
     return files
 
 
