@@ -30,6 +30,7 @@ from PIL import Image
 
 from ..runs import file_lock, outputs_root
 from .datasets import DataError, load_rgb
+from .verify import verify_images
 
 IMAGES_FILE = "images.u8"
 META_FILE = "meta.json"
@@ -235,7 +236,9 @@ def build_image_cache(
     """The cache of ``relpaths`` below ``root`` at ``size`` px, decoded now unless a valid one exists.
 
     ``cache_dir`` defaults to ``outputs_root() / "cache"``; ``workers > 0`` decodes with that many threads.
-    A file that cannot be decoded raises the DataError of ``load_rgb`` (naming it) and leaves nothing behind.
+    Before decoding, every file is checked (:func:`fgvc_lib.data.verify.verify_images`): unreadable images
+    raise one DataError naming them all; a file that still cannot be decoded raises the DataError of
+    ``load_rgb`` (naming it). Either leaves nothing behind.
     """
     _check_name(name)
     size = int(size)
@@ -262,6 +265,8 @@ def build_image_cache(
     cache = reuse()
     if cache is not None:
         return cache
+    # every file opened once first, so that all unreadable images are named together before decoding
+    verify_images([(root, rel) for rel in relpaths], workers=max(1, workers))
     base.mkdir(parents=True, exist_ok=True)
     with file_lock(base / f".{family}.lock"):
         cache = reuse()  # another process may have built it while this one waited

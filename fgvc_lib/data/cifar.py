@@ -129,7 +129,18 @@ def _names(d: dict[str, Any], key: str, count: int, path: Path) -> list[str]:
         raise DataError(f"{path}: key '{key}' must be a list of strings, got {type(value).__name__}")
     if len(value) != count:
         raise DataError(f"{path}: key '{key}' has {len(value)} names; expected {count}")
-    return [str(_text(v)) for v in value]
+    names = [str(_text(v)) for v in value]
+    first: dict[str, int] = {}
+    repeated = [
+        f"{name!r} (index {first[name]} and {i})"
+        for i, name in enumerate(names)
+        if first.setdefault(name, i) != i
+    ]
+    if repeated:
+        raise DataError(
+            f"{path}: key '{key}' repeats names: {', '.join(repeated)}; expected {count} distinct names"
+        )
+    return names
 
 
 def _data(d: dict[str, Any], path: Path) -> np.ndarray:
@@ -161,8 +172,9 @@ def _labels(d: dict[str, Any], key: str, n: int, count: int, path: Path) -> np.n
     bad = np.flatnonzero((labels < 0) | (labels >= count))
     if bad.size:
         i = int(bad[0])
+        more = f" ({bad.size} labels outside, first shown)" if bad.size > 1 else ""
         raise DataError(
-            f"{path}: key '{key}' index {i}: label {labels[i]} is outside the class list; "
+            f"{path}: key '{key}' index {i}: label {labels[i]} is outside the class list{more}; "
             f"expected 0..{count - 1}"
         )
     return labels.astype(np.int64)
@@ -201,6 +213,8 @@ def read_cifar100(root: str | os.PathLike[str], split: str) -> CifarArrays:
         _require(d, key, path)
     rows = _data(d, path)
     n = len(rows)
+    if n == 0:
+        raise DataError(f"{path}: key 'data' holds no images; expected an N x {ROW_LENGTH} array with N > 0")
     fine = _labels(d, "fine_labels", n, NUM_FINE, path)
     coarse = _labels(d, "coarse_labels", n, NUM_COARSE, path) if "coarse_labels" in d else None
     return CifarArrays(

@@ -21,13 +21,15 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fgvc_lib.data.datasets import ClassificationData, DataError, ImageRecord, _id_list
+from fgvc_lib.data.datasets import ClassificationData, DataError, ImageRecord, Problems, _id_list
 from fgvc_lib.data.synth.render import DISCRIMINATIVE_PART
 
 SPLITS: tuple[str, ...] = ("train", "val")
@@ -123,72 +125,145 @@ def _numbers(path: Path, ann: dict, key: str, count: int) -> tuple[float, ...] |
     )
 
 
-def read_inat(root: str | os.PathLike[str], split: str = "train") -> InatData:
+def _categories(path: Path, obj: dict[str, Any], problems: Problems) -> list[dict[str, Any]]:
+    """The checked ``categories`` of one file, sorted by id; a repeated id is a problem."""
+    cats = [
+        _entry(path, "categories", i, e, {"id": int, "name": str}) for i, e in enumerate(obj["categories"])
+    ]
+    first: dict[int, int] = {}
+    for i, cat in enumerate(cats):
+        if cat["id"] in first:
+            problems.add(
+                f"{path}: categories: id {cat['id']} is used twice (categories[{first[cat['id']]}] "
+                f"{cats[first[cat['id']]]['name']!r} and categories[{i}] {cat['name']!r}); expected unique ids"
+            )
+        else:
+            first[cat["id"]] = i
+    return sorted((cats[i] for i in first.values()), key=lambda e: e["id"])
+
+
+_TRAIN_CATEGORIES: dict[tuple[str, int, int], list[dict[str, Any]]] = {}
+"""Categories of train2019.json files already read, by (path, size, mtime_ns): reading the validation split
+needs the training categories without parsing the large training file a second time."""
+
+
+def _remember_categories(path: Path, cats: list[dict[str, Any]]) -> None:
+    try:
+        st = path.stat()
+    except OSError:
+        return
+    if len(_TRAIN_CATEGORIES) > 8:
+        _TRAIN_CATEGORIES.clear()
+    _TRAIN_CATEGORIES[(str(path.resolve()), st.st_size, st.st_mtime_ns)] = cats
+
+
+def training_categories(root: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The categories of ``root/train2019.json`` sorted by id: label ``i`` of both splits is the i-th."""
+    path = Path(root) / "train2019.json"
+    try:
+        st = path.stat()
+        cached = _TRAIN_CATEGORIES.get((str(path.resolve()), st.st_size, st.st_mtime_ns))
+    except OSError:
+        cached = None
+    if cached is not None:
+        return cached
+    if not path.is_file():
+        raise DataError(
+            f"{path}: training annotation file is missing; validation labels are the training categories "
+            f"matched by id, so {path.name} is needed next to val2019.json"
+        )
+    problems = Problems()
+    cats = _categories(path, _load_json(path), problems)
+    problems.raise_if_any(str(path))
+    _remember_categories(path, cats)
+    return cats
+
+
+def read_inat(
+    root: str | os.PathLike[str],
+    split: str = "train",
+    *,
+    categories: Sequence[Mapping[str, Any]] | None = None,
+) -> InatData:
     """Read ``root/{split}2019.json`` (``split``: ``train`` or ``val``) into an :class:`InatData` index.
 
-    Labels are the positions of the categories sorted by id; ``classes`` their names; ``relpath`` the
-    ``file_name`` (relative to ``root``). Every image must exist and have exactly one annotation. The
-    optional non-standard annotation keys ``bbox`` and ``part_xy`` fill ``bbox`` and ``parts['left wing']``.
+    Labels come from the TRAINING categories sorted by id (``categories``, by default those of
+    ``root/train2019.json``) and annotations are matched to them by ``category_id``, so a validation file
+    that lists only some categories, or lists them in another order, gets the same labels. A validation
+    category unknown to training (or named differently there) is an error naming it and its image count.
+    ``classes`` are the category names; ``relpath`` the ``file_name`` (relative to ``root``). Ids must be
+    unique, every image must exist and have exactly one annotation; all problems of a file are raised
+    together. The optional non-standard annotation keys ``bbox`` and ``part_xy`` fill ``bbox`` and
+    ``parts['left wing']``.
     """
     split = _check_split(split)
     root = Path(root)
     path = root / f"{split}2019.json"
     obj = _load_json(path)
-
-    cats = [
-        _entry(path, "categories", i, e, {"id": int, "name": str}) for i, e in enumerate(obj["categories"])
-    ]
-    cats.sort(key=lambda e: e["id"])
-    label_of: dict[int, int] = {}
-    for label, cat in enumerate(cats):
-        if cat["id"] in label_of:
-            raise DataError(f"{path}: categories: id {cat['id']} is used twice; expected unique ids")
-        label_of[cat["id"]] = label
+    problems = Problems()
+    cats = _categories(path, obj, problems)
+    own_ids = {c["id"] for c in cats}
 
     files: dict[int, str] = {}
     for i, e in enumerate(obj["images"]):
         image = _entry(path, "images", i, e, {"id": int, "file_name": str})
         if image["id"] in files:
-            raise DataError(f"{path}: images[{i}]: id {image['id']} is used twice; expected unique ids")
-        if not image["file_name"].strip():
-            raise DataError(f"{path}: images[{i}] (id {image['id']}): key 'file_name' is empty")
-        files[image["id"]] = image["file_name"]
+            problems.add(f"{path}: images[{i}]: id {image['id']} is used twice; expected unique ids")
+        elif not image["file_name"].strip():
+            problems.add(f"{path}: images[{i}] (id {image['id']}): key 'file_name' is empty")
+        else:
+            files[image["id"]] = image["file_name"]
 
-    labels: dict[int, int] = {}
+    category_of: dict[int, int] = {}
     extras: dict[int, dict[str, Any]] = {}
     fields = {"id": int, "image_id": int, "category_id": int}
     for i, e in enumerate(obj["annotations"]):
         ann = _entry(path, "annotations", i, e, fields)
         where = f"{path}: annotation id {ann['id']!r} (annotations[{i}])"
         if ann["image_id"] not in files:
-            raise DataError(
+            problems.add(
                 f"{where}: image_id {ann['image_id']} is not an id in 'images' "
                 f"(expected one of {_id_list(files)})"
             )
-        if ann["category_id"] not in label_of:
-            raise DataError(
+        elif ann["category_id"] not in own_ids:
+            problems.add(
                 f"{where}: category_id {ann['category_id']} is not an id in 'categories' "
-                f"(expected one of {_id_list(label_of)})"
+                f"(expected one of {_id_list(own_ids)})"
             )
-        if ann["image_id"] in labels:
-            raise DataError(f"{where}: image_id {ann['image_id']} already has an annotation; expected one")
-        labels[ann["image_id"]] = label_of[ann["category_id"]]
-        extras[ann["image_id"]] = {
-            "bbox": _numbers(path, ann, "bbox", 4),
-            "xy": _numbers(path, ann, "part_xy", 2),
-        }
+        elif ann["image_id"] in category_of:
+            problems.add(f"{where}: image_id {ann['image_id']} already has an annotation; expected one")
+        else:
+            category_of[ann["image_id"]] = ann["category_id"]
+            extras[ann["image_id"]] = {
+                "bbox": _numbers(path, ann, "bbox", 4),
+                "xy": _numbers(path, ann, "part_xy", 2),
+            }
+
+    for image_id, file_name in files.items():
+        if image_id not in category_of:
+            problems.add(f"{path}: image id {image_id} ({file_name}) has no annotation in 'annotations'")
+        elif not (root / file_name).is_file():
+            problems.add(f"{path}: image id {image_id}: file_name {file_name} does not exist under {root}")
+    problems.raise_if_any(str(path))
+
+    if categories is not None:
+        reference = sorted((dict(c) for c in categories), key=lambda c: c["id"])
+    elif split == "train":
+        reference = cats
+        _remember_categories(path, cats)
+    else:
+        reference = training_categories(root)
+    label_of = {c["id"]: i for i, c in enumerate(reference)}
+    if reference is not cats:
+        _match_categories(path, cats, reference, category_of, root / "train2019.json")
 
     records: list[ImageRecord] = []
     for image_id, file_name in files.items():
-        if image_id not in labels:
-            raise DataError(f"{path}: image id {image_id} ({file_name}) has no annotation in 'annotations'")
-        if not (root / file_name).is_file():
-            raise DataError(f"{path}: image id {image_id}: file_name {file_name} does not exist under {root}")
         extra = extras[image_id]
         records.append(
             ImageRecord(
                 relpath=file_name,
-                label=labels[image_id],
+                label=label_of[category_of[image_id]],
                 is_train=split == "train",
                 bbox=extra["bbox"],
                 parts={DISCRIMINATIVE_PART: extra["xy"]} if extra["xy"] is not None else {},
@@ -196,12 +271,40 @@ def read_inat(root: str | os.PathLike[str], split: str = "train") -> InatData:
         )
     return InatData(
         root=root,
-        classes=[c["name"] for c in cats],
+        classes=[c["name"] for c in reference],
         records=records,
         format="inat2019",
-        category_ids=[c["id"] for c in cats],
-        taxonomy=[dict(c) for c in cats],
+        category_ids=[c["id"] for c in reference],
+        taxonomy=[dict(c) for c in reference],
     )
+
+
+def _match_categories(
+    path: Path,
+    cats: list[dict[str, Any]],
+    reference: list[dict[str, Any]],
+    category_of: dict[int, int],
+    reference_path: Path,
+) -> None:
+    """Every category this file uses must be a training category of the same name (matched by id)."""
+    names = {c["id"]: str(c["name"]) for c in reference}
+    images = Counter(category_of.values())
+    problems = Problems()
+    for cat in cats:
+        cid, name, n = cat["id"], str(cat["name"]), images.get(cat["id"], 0)
+        if cid not in names:
+            if n:
+                problems.add(
+                    f"{path}: category id {cid} ({name!r}, {n} image{'s' if n != 1 else ''}) is not a "
+                    f"category of {reference_path}; expected only categories the model is trained on "
+                    f"(ids {_id_list(names)})"
+                )
+        elif names[cid].strip() != name.strip():
+            problems.add(
+                f"{path}: category id {cid} is named {name!r} here but {names[cid]!r} in {reference_path}; "
+                "expected the same category list as training"
+            )
+    problems.raise_if_any(f"{path} (validation categories against {reference_path})")
 
 
 def class_counts(data: ClassificationData) -> np.ndarray:

@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from fgvc_lib.data.datasets import DataError, load_rgb
+from fgvc_lib.data.datasets import DataError, Problems, load_rgb
 from fgvc_lib.data.synth.render import check_int
 from fgvc_lib.registry import did_you_mean
 
@@ -129,8 +129,9 @@ def read_multilabel_folder(root: str | os.PathLike[str], labels: Sequence[str] =
     """Read ``root/images/im<k>.jpg`` and ``root/annotations/<label>.txt`` (one per label of ``labels``).
 
     Images are ordered by their number k; ``files`` are ``images/im<k>.jpg``. Errors name the file (and
-    line): a missing folder or annotation file, a line that is not an image number or names no image, an
-    annotation file of a label outside ``labels``, no images.
+    line): a missing folder or annotation file, a line that is not an image number, names no image or
+    repeats an image of the same file, an annotation file of a label outside ``labels``, no images, no
+    positive label in any file. The problems of the annotation files are raised together.
     """
     names = _check_labels(labels)
     root = Path(root)
@@ -155,10 +156,13 @@ def read_multilabel_folder(root: str | os.PathLike[str], labels: Sequence[str] =
     order = sorted(numbers)
     row_of = {k: i for i, k in enumerate(order)}
     targets = np.zeros((len(order), len(names)), dtype=np.uint8)
+    problems = Problems()
     for j, label in enumerate(names):
         path = ann_dir / f"{label}.txt"
         if not path.is_file():
-            raise DataError(f"{path}: annotation file of label {label!r} is missing; expected one per label")
+            problems.add(f"{path}: annotation file of label {label!r} is missing; expected one per label")
+            continue
+        first: dict[int, int] = {}
         for lineno, line in enumerate(_read_lines(path), start=1):
             text = line.strip()
             if not text:
@@ -166,12 +170,27 @@ def read_multilabel_folder(root: str | os.PathLike[str], labels: Sequence[str] =
             try:
                 k = int(text)
             except ValueError:
-                raise DataError(
+                problems.add(
                     f"{path}:{lineno}: expected an image number (k of images/im<k>.jpg), got {text!r}"
-                ) from None
-            if k not in row_of:
-                raise DataError(f"{path}:{lineno}: image number {k}: {IMAGE_FOLDER}/im{k}.jpg does not exist")
-            targets[row_of[k], j] = 1
+                )
+                continue
+            if k in first:
+                problems.add(
+                    f"{path}:{lineno}: image number {k} is listed again (first at line {first[k]}); "
+                    "expected each image once per label file"
+                )
+            elif k not in row_of:
+                problems.add(f"{path}:{lineno}: image number {k}: {IMAGE_FOLDER}/im{k}.jpg does not exist")
+            else:
+                targets[row_of[k], j] = 1
+            first.setdefault(k, lineno)
+    problems.raise_if_any(f"the annotation files of {ann_dir}")
+    if not targets.any():
+        raise DataError(
+            f"{ann_dir}: no annotation file lists any image (all {len(names)} label files are empty); "
+            "expected the numbers of the images carrying each label, one a line (a model trained without "
+            "a single positive label can only learn to predict none)"
+        )
     files = [f"{IMAGE_FOLDER}/{numbers[k]}" for k in order]
     return MultiLabelData(root=root, labels=names, files=files, targets=targets)
 
@@ -183,7 +202,7 @@ def read_multilabel_csv(
 
     ``file`` is relative to ``image_dir`` (the data's ``root``); rows keep their order. Errors name the CSV
     and line: missing header or column, an empty or repeated file name, a missing image, an unknown label
-    (with the closest known one).
+    (with the closest known one), raised together; and no label in any row.
     """
     names = _check_labels(labels)
     csv_path, image_dir = Path(csv_path), Path(image_dir)
@@ -211,35 +230,47 @@ def read_multilabel_csv(
     files: list[str] = []
     rows: list[np.ndarray] = []
     seen: dict[str, int] = {}
+    problems = Problems()
     for fields in reader:
         lineno = reader.line_num
         if not fields or not any(f.strip() for f in fields):
             continue
         if len(fields) != len(header):
-            raise DataError(
+            problems.add(
                 f"{csv_path}:{lineno}: expected {len(header)} fields ({','.join(header)}), got {len(fields)}"
             )
+            continue
         file = fields[i_file].strip()
         if not file:
-            raise DataError(f"{csv_path}:{lineno}: empty file name")
+            problems.add(f"{csv_path}:{lineno}: empty file name")
+            continue
         if file in seen:
-            raise DataError(f"{csv_path}:{lineno}: file {file} is listed twice (first at line {seen[file]})")
+            problems.add(f"{csv_path}:{lineno}: file {file} is listed twice (first at line {seen[file]})")
+            continue
+        seen[file] = lineno
         row = np.zeros(len(names), dtype=np.uint8)
         for label in fields[i_labels].split():
             if label not in column:
-                raise DataError(
+                problems.add(
                     f"{csv_path}:{lineno}: unknown label {label!r}; expected names from "
                     f"({', '.join(names)}){did_you_mean(label, names)}"
                 )
-            row[column[label]] = 1
+            else:
+                row[column[label]] = 1
         if not (image_dir / file).is_file():
-            raise DataError(f"{csv_path}:{lineno}: image file {file} does not exist in {image_dir}")
-        seen[file] = lineno
+            problems.add(f"{csv_path}:{lineno}: image file {file} does not exist in {image_dir}")
         files.append(file)
         rows.append(row)
+    problems.raise_if_any(str(csv_path))
     if not files:
         raise DataError(f"{csv_path}: no images; expected rows file,labels after the header")
-    return MultiLabelData(root=image_dir, labels=names, files=files, targets=np.stack(rows))
+    targets = np.stack(rows)
+    if not targets.any():
+        raise DataError(
+            f"{csv_path}: no row has any label (the 'labels' column is empty in all {len(files)} rows); "
+            f"expected space-separated names from ({', '.join(names)}) for the images carrying them"
+        )
+    return MultiLabelData(root=image_dir, labels=names, files=files, targets=targets)
 
 
 def read_boxes(root: str | os.PathLike[str]) -> dict[str, dict[str, Box]]:
@@ -287,6 +318,10 @@ class MultiLabelDataset(torch.utils.data.Dataset):
     @property
     def targets(self) -> np.ndarray:
         return self.data.targets
+
+    def image_files(self) -> list[tuple[Path, str]]:
+        """``(root, relative path)`` of every image, in order (what the verification pass opens)."""
+        return [(self.data.root, file) for file in self.data.files]
 
 
 # ------------------------------------------------------------------------------------------ split

@@ -26,6 +26,7 @@ from ..cam import check_cam_method, compute_cams, overlay, pointing_game, resolv
 from ..config import ExperimentParams, ParameterError
 from ..data.datasets import ImageListDataset
 from ..data.transforms import denormalize
+from ..data.verify import verify_datasets
 from ..engine import Trainer, resolve_device, seed_everything, set_deterministic
 from ..runs import prepare_run_dir, write_metrics, write_params
 
@@ -66,6 +67,7 @@ class Experiment:
         if self.dist.is_main and not resume:
             write_params(self.run_dir, self.params.to_dict())
         self._batch_transforms: tuple[Any, Any] | None = None
+        self._loader_datasets: list[Dataset] = []  # every image they read is checked once after _build
         self.figures: dict[str, Figure] = {}
         self.metrics: dict[str, Any] = {}
         try:
@@ -74,6 +76,7 @@ class Experiment:
             seed_everything(self.params.seed)
             self.device = resolve_device(self.params.device)
             self._build()
+            verify_datasets(self._loader_datasets, log=print if self.dist.is_main else None)
             self.check_cam_options()  # a bad `cam_layer` / `cam_method` fails here, before any training
         except BaseException as exc:
             if not resume:
@@ -173,6 +176,7 @@ class Experiment:
             drop_last=shuffle,
         )
         options.update(kwargs)
+        self._loader_datasets.append(dataset)
         if "sampler" not in options and "batch_sampler" not in options:
             options["generator"] = torch.Generator().manual_seed(p.seed)
         else:
