@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from .config import ExperimentParams, ParameterError, coerce
+from .distributed import is_main_process
 from .param_paths import path_params, resolve_path
 from .runs import RunDirError, check_not_in_use
 
@@ -108,7 +109,8 @@ def resume_values(cls: type[ExperimentParams], values: Mapping[str, Any]) -> dic
     if not given.run_dir:
         raise RunDirError("resume: true needs the `run_dir` of the run to continue")
     folder = Path(given.run_dir).expanduser().resolve()
-    check_not_in_use(folder)
+    if is_main_process():  # under torchrun, rank 0 takes the lock; the other ranks must not see it as "in use"
+        check_not_in_use(folder)
     earlier = earlier_params(folder)
     if earlier is None:
         return values  # nothing to continue from: the trainer says there is no checkpoint
