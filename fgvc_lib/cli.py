@@ -50,18 +50,27 @@ def _synth_options(synths: dict[str, Synth]) -> dict[str, tuple[Any, str]]:
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
+    from .data.synth.output import write_owned
+
     synth = synth_commands()[args.dataset]
     given = {name: getattr(args, name) for name in _synth_options(synth_commands())}
-    root = synth.write(args.out, given)
+    root = write_owned(synth, args.out, given, overwrite=args.overwrite)
     print(synth.wrote.format(root=root))
     return 0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    values = load_values(args.file, args.param)
+    from .execution import NotebookFailed
+    from .param_paths import resolve_path
+
+    values = load_values(args.file, args.param, notebook=args.notebook)
     if args.run_dir:
-        values["run_dir"] = args.run_dir
-    run_dir = execute_notebook(args.notebook, values, progress=args.progress, log_output=args.log_output)
+        values["run_dir"] = resolve_path(args.run_dir, Path.cwd())
+    try:
+        run_dir = execute_notebook(args.notebook, values, progress=args.progress, log_output=args.log_output)
+    except NotebookFailed as exc:  # one line: the error, the log with the traceback, the notebook
+        print(f"fgvc run: {exc}", file=sys.stderr)
+        return 1
     print(f"run finished: {run_dir}")
     return 0
 
@@ -192,7 +201,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=list(synths),
         help="; ".join(f"{name}: {s.help}" if s.help else name for name, s in synths.items()),
     )
-    synth.add_argument("--out", required=True, help="output folder")
+    synth.add_argument("--out", required=True, help="output folder (empty, new, or an earlier synth output)")
+    synth.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into a folder that holds other files: replaces the files synth writes (and removes the "
+        "ones an earlier synth run wrote there), never other files",
+    )
     for name, (type_, help_text) in _synth_options(synths).items():  # default None: "not given"
         synth.add_argument("--" + name.replace("_", "-"), type=type_, default=None, help=help_text)
     synth.set_defaults(func=_cmd_synth)
@@ -205,7 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"), help="override a parameter"
     )
-    run.add_argument("--run-dir", default="", help="explicit run folder (default: a new run id)")
+    run.add_argument(
+        "--run-dir", default="", help="explicit run folder (default: a new run id); with -p resume true: the run "
+        "to continue, with its own parameters"
+    )
     run.add_argument("--progress", action="store_true", help="show progress bars")
     run.add_argument("--log-output", action="store_true", help="echo the notebook's output while it runs")
     run.set_defaults(func=_cmd_run)

@@ -366,10 +366,12 @@ class Trainer:
 
     def diverged(self, index: int, step: int | None) -> None:
         where = f"epoch {index + 1}" + (f", step {step + 1}" if step is not None else "")
-        raise TrainingDiverged(
-            f"training loss became NaN/inf at {where}; training stopped, the last good checkpoint is kept "
-            f"({self.checkpoint_dir / 'last.pt' if self.checkpoint_dir else 'no run_dir'}). Lower `lr`?"
-        )
+        last = self.checkpoint_dir / "last.pt" if self.checkpoint_dir else None
+        if last is not None and last.is_file():
+            kept = f"the last good checkpoint is kept ({last})"
+        else:  # only say "kept" about a file that exists
+            kept = "no checkpoint was written (no epoch had finished)" if last else "no checkpoint (no run_dir)"
+        raise TrainingDiverged(f"training loss became NaN/inf at {where}; training stopped, {kept}. Lower `lr`?")
 
     def write_history(self, path: str | Path) -> Path:
         """Write the history as CSV (atomic)."""

@@ -1,10 +1,28 @@
 """Notebook execution: the papermill call, HTML export, parameter loading.
 
 ``fgvc run``, ``fgvc train`` and the grid's workers all come through here; the notebook file of a name is the
-one its declaration in :mod:`fgvc_lib.catalog` gives (a declared ``path`` wins)."""
+one its declaration in :mod:`fgvc_lib.catalog` gives (a declared ``path`` wins).
+
+One execution is an *attempt* on a run folder, made while this process holds the folder's lock
+(:func:`fgvc_lib.runs.prepare_run_dir`; the kernel shares it). The notebook executes into a hidden
+``.<notebook>.attempt-<pid>.ipynb`` and is moved into place when it ends:
+
+- finished: ``<notebook>.ipynb`` and ``.html`` (replacing an earlier attempt's);
+- failed, and the folder has no ``<notebook>.ipynb`` yet: ``<notebook>.ipynb`` / ``.html`` and ``error.log``;
+- failed, and an earlier attempt's ``<notebook>.ipynb`` is there (a resume): the earlier files stay as they
+  are; this attempt's are kept as ``<notebook>.failed-<time>.ipynb`` / ``.html`` / ``.log``.
+
+A failure gives one line (the error, the log file with the full traceback, the notebook); when the notebook
+did not record it (a cell before ``exp.run()``), ``metrics.json`` is written with ``failed``, unless the
+attempt did not get past the start of a resume (the earlier run's files are then left exactly as they were).
+"""
 
 from __future__ import annotations
 
+import datetime as _dt
+import os
+import re
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +30,23 @@ import yaml
 
 from .catalog import get_notebook
 from .config import ParameterError, params_class
-from .runs import prepare_run_dir, project_root
+from .fileio import OUTPUT_ERRNOS, OutputWriteError, describe_write_error, write_text_atomic
+from .param_paths import path_params, resolve_param_paths
+from .resume import resume_values
+from .runs import (
+    earlier_run_files,
+    lock_shared_with_children,
+    prepare_run_dir,
+    project_root,
+    read_metrics,
+    release_run_dir,
+    write_metrics,
+)
+
+#: Kernel options: the kernel's own log stays quiet. jupyter_client interrupts a kernel before shutting it
+#: down, and an idle ipykernel logs that SIGINT as "ERROR | KeyboardInterrupt caught in kernel" on the
+#: console of a run that finished fine; errors of the notebook's cells reach us through the messages.
+QUIET_KERNEL = ["--IPKernelApp.log_level=CRITICAL"]
 
 
 def notebook_path(name: str) -> Path:
@@ -43,19 +77,177 @@ def _overrides(pairs: list[list[str]] | None) -> dict[str, Any]:
     return values
 
 
-def load_values(files: list[str] | None, pairs: list[list[str]] | None) -> dict[str, Any]:
-    """Parameter files (later wins), then ``-p key value`` overrides: what ``fgvc run`` and ``fgvc train`` pass on."""
+def yaml_error_line(exc: yaml.YAMLError) -> str:
+    """A PyYAML error in one line: ``line L, column C: <problem> (<context>)``."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
+    context = getattr(exc, "context", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return where + problem + (f" ({context})" if context else "")
+
+
+def read_parameter_file(file: str | Path) -> dict[str, Any]:
+    """A YAML parameter file as a mapping; ParameterError naming the file (and line) when it is not one."""
+    path = Path(file)
+    if not path.is_file():
+        raise ParameterError(f"parameter file {file}: does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ParameterError(f"parameter file {file} is not valid YAML: {yaml_error_line(exc)}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ParameterError(f"parameter file {file}: cannot be read ({exc})") from None
+    if not isinstance(data, dict):
+        raise ParameterError(f"parameter file {file}: expected a mapping of name: value")
+    return data
+
+
+def load_values(
+    files: list[str] | None, pairs: list[list[str]] | None, *, notebook: str | None = None
+) -> dict[str, Any]:
+    """Parameter files (later wins), then ``-p key value`` overrides: what ``fgvc run`` and ``fgvc train`` pass
+    on. Relative paths (:mod:`fgvc_lib.param_paths`) are made absolute: a file's against its folder, an
+    override's against the working folder."""
+    names = path_params(params_class(notebook)) if notebook else None
     values: dict[str, Any] = {}
     for file in files or []:
-        path = Path(file)
-        if not path.is_file():
-            raise ParameterError(f"parameter file {file}: does not exist")
-        data = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(data, dict):
-            raise ParameterError(f"parameter file {file}: expected a mapping of name: value")
-        values.update(data)
-    values.update(_overrides(pairs))
+        data = read_parameter_file(file)
+        values.update(resolve_param_paths(data, Path(file).resolve().parent, names))
+    values.update(resolve_param_paths(_overrides(pairs), Path.cwd(), names))
     return values
+
+
+def prepare_values(notebook: str, values: dict[str, Any]) -> dict[str, Any]:
+    """The values a run starts from: relative paths against the working folder, and for ``resume`` the run's
+    own ``params.yaml`` underneath (a changed parameter is refused, :mod:`fgvc_lib.resume`)."""
+    cls = params_class(notebook)
+    return resume_values(cls, resolve_param_paths(values, Path.cwd(), path_params(cls)))
+
+
+class NotebookFailed(RuntimeError):
+    """A cell of the notebook raised; the message is one line (the error, the log, the notebook). ``ename`` /
+    ``evalue`` are the cell's exception, as papermill gives them."""
+
+    def __init__(self, message: str, ename: str, evalue: str, log: Path | None, notebook: Path | None):
+        super().__init__(message)
+        self.ename, self.evalue, self.log, self.notebook = ename, evalue, log, notebook
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns)
+
+
+class NotebookAttempt:
+    """One execution of ``notebook`` in ``run_dir`` (the module docstring says where its files go)."""
+
+    def __init__(self, run_dir: Path, notebook: str):
+        self.run_dir, self.notebook = run_dir, notebook
+        self.final = run_dir / f"{notebook}.ipynb"
+        self.had_notebook = self.final.exists()
+        self.earlier = bool(earlier_run_files(run_dir))
+        self.params_stamp = _stamp(run_dir / "params.yaml")
+        self.metrics_stamp = _stamp(run_dir / "metrics.json")
+        for stale in run_dir.glob(f".{notebook}.attempt-*.ipynb"):  # a killed attempt's (we hold the lock)
+            stale.unlink(missing_ok=True)
+        self.path = run_dir / f".{notebook}.attempt-{os.getpid()}.ipynb"
+
+    def started(self) -> bool:
+        """Whether the attempt changed the run: a fresh folder always; a resume once the experiment accepted
+        it (it rewrites ``params.yaml`` after the checkpoint loaded)."""
+        return not self.earlier or _stamp(self.run_dir / "params.yaml") != self.params_stamp
+
+    def finished(self, html: bool) -> Path:
+        os.replace(self.path, self.final)
+        if html:
+            export_html(self.final)
+        return self.final
+
+    def _place_failed(self, html: bool) -> tuple[Path, Path]:
+        """Move the failed attempt's notebook where it belongs; returns (notebook, log file)."""
+        if self.had_notebook:
+            when = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+            stem, n = f"{self.notebook}.failed-{when}", 1
+            while (self.run_dir / f"{stem}.ipynb").exists():
+                n += 1
+                stem = f"{self.notebook}.failed-{when}-{n}"
+            target, log = self.run_dir / f"{stem}.ipynb", self.run_dir / f"{stem}.log"
+        else:
+            target, log = self.final, self.run_dir / "error.log"
+        if self.path.exists():
+            os.replace(self.path, target)
+            if html:
+                try:
+                    export_html(target)
+                except Exception:  # the notebook itself is what matters; a broken one has no HTML
+                    pass
+        return target, log
+
+    def failed(self, exc: BaseException, params: dict[str, Any], html: bool) -> BaseException:
+        """Settle a failed attempt; returns the exception to raise (one line for a failing cell)."""
+        if isinstance(exc, OSError) and exc.errno in OUTPUT_ERRNOS:  # papermill could not save the notebook
+            self.path.unlink(missing_ok=True)
+            error = OutputWriteError(describe_write_error(self.path.with_name(self.final.name), exc),
+                                     self.final, exc.errno)
+            ours = f"OutputWriteError: {error}"
+            recorded = self._record(ours, "", params)
+            if recorded and recorded != ours:
+                error.args = (f"{error}; the run recorded: {recorded}",)
+            return error
+        target, log = self._place_failed(html)
+        from papermill.exceptions import PapermillExecutionError
+
+        if isinstance(exc, PapermillExecutionError):
+            ename, evalue = exc.ename, " ".join(str(exc.evalue).split())
+            text = _ANSI.sub("", "\n".join(exc.traceback))
+            header = f"{self.notebook}: cell In [{exc.exec_count}] raised {exc.ename}: {exc.evalue}\n\n"
+        else:
+            ename, evalue = type(exc).__name__, " ".join(str(exc).split())
+            text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            header = f"{self.notebook}: the notebook could not be executed: {ename}: {evalue}\n\n"
+        try:
+            write_text_atomic(log, header + text + "\n")
+        except (OSError, OutputWriteError):
+            log = None
+        kernel_ran = isinstance(exc, PapermillExecutionError) or _stamp(self.run_dir / "params.yaml") != (
+            self.params_stamp
+        )
+        if kernel_ran:  # (a kernel that never started, e.g. a port clash, leaves the folder free for a retry)
+            self._record(f"{ename}: {evalue}", text, params)
+        if not isinstance(exc, PapermillExecutionError):
+            return exc
+        short = evalue if len(evalue) <= 600 else evalue[:600] + " ..."
+        where = f"full traceback: {log}; " if log else ""
+        return NotebookFailed(
+            f"{ename}: {short} ({where}notebook: {target})", ename, str(exc.evalue), log, target
+        )
+
+    def _record(self, error: str, tb: str, params: dict[str, Any]) -> str:
+        """Write ``failed`` to ``metrics.json`` when the attempt started and the notebook did not record its
+        failure itself; returns the error the run recorded. Best effort: a full disk may refuse this too."""
+        if not self.started():
+            return ""
+        try:
+            metrics = read_metrics(self.run_dir)
+        except (OSError, ValueError):
+            metrics = {}
+        if metrics.get("status") == "failed" and _stamp(self.run_dir / "metrics.json") != self.metrics_stamp:
+            return str(metrics.get("error") or error)  # the notebook recorded it during this attempt
+        kept = {k: v for k, v in metrics.items() if k not in ("notebook", "params", "status", "seconds", "error")}
+        if tb and "traceback" not in kept:
+            kept["traceback"] = tb
+        try:
+            write_metrics(self.run_dir, notebook=self.notebook, params=metrics.get("params") or params,
+                          status="failed", seconds=float(metrics.get("seconds") or 0.0), error=error, **kept)
+        except (OSError, OutputWriteError):
+            pass
+        return error
 
 
 def execute_notebook(
@@ -66,31 +258,43 @@ def execute_notebook(
     html: bool = True,
     log_output: bool = False,
 ) -> Path:
-    """Validate ``values`` against the notebook's parameter class, make the run folder and execute the
-    notebook there with papermill (executed ``.ipynb`` + ``.html`` land in the run folder). Returns it."""
+    """Validate ``values`` against the notebook's parameter class (for ``resume``: against the run's own
+    ``params.yaml``, which fills in what is not given), take the run folder and execute the notebook there with
+    papermill (executed ``.ipynb`` + ``.html`` land in the run folder, as the module docstring says).
+    Returns the run folder."""
     import papermill as pm
 
     cls = params_class(notebook)
+    values = prepare_values(notebook, values)
     params = cls.from_dict(values)  # fail before a kernel starts
     source = notebook_path(notebook)
     run_dir = prepare_run_dir(notebook, params.run_dir, resume=params.resume)
-    injected = {k: params.to_dict()[k] for k in values}
-    injected["run_dir"] = str(run_dir)
-    injected.setdefault("progress", progress)
-    output = run_dir / f"{notebook}.ipynb"
     try:
-        pm.execute_notebook(
-            str(source),
-            str(output),
-            parameters=injected,
-            kernel_name="python3",
-            progress_bar=progress,
-            log_output=log_output,
-            cwd=str(run_dir),
-        )
+        resolved = params.to_dict()
+        injected = {k: resolved[k] for k in values}
+        injected["run_dir"] = str(run_dir)
+        injected.setdefault("progress", progress)
+        attempt = NotebookAttempt(run_dir, notebook)
+        try:
+            with lock_shared_with_children(run_dir):
+                pm.execute_notebook(
+                    str(source),
+                    str(attempt.path),
+                    parameters=injected,
+                    kernel_name="python3",
+                    progress_bar=progress,
+                    log_output=log_output,
+                    cwd=str(run_dir),
+                    extra_arguments=QUIET_KERNEL,
+                )
+        except BaseException as exc:
+            error = attempt.failed(exc, {**resolved, "run_dir": str(run_dir)}, html)
+            if error is exc:
+                raise
+            raise error from exc
+        attempt.finished(html)
     finally:
-        if html and output.exists():
-            export_html(output)
+        release_run_dir(run_dir)
     return run_dir
 
 
@@ -109,6 +313,4 @@ def export_html(notebook_file: str | Path, title: str | None = None) -> Path:
     notebook_file = Path(notebook_file)
     resources = {"metadata": {"name": title or report_title(notebook_file)}}
     body, _ = HTMLExporter().from_notebook_node(nbformat.read(notebook_file, as_version=4), resources=resources)
-    out = notebook_file.with_suffix(".html")
-    out.write_text(body, encoding="utf-8")
-    return out
+    return write_text_atomic(notebook_file.with_suffix(".html"), body)

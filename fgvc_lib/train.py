@@ -16,7 +16,7 @@ from typing import Any
 
 from .catalog import get_notebook, notebook_names
 from .config import ParameterError, params_class
-from .execution import load_values
+from .execution import load_values, prepare_values
 
 
 def experiment_class(notebook: str) -> type:
@@ -25,9 +25,23 @@ def experiment_class(notebook: str) -> type:
 
 
 def train(notebook: str, values: dict[str, Any]) -> Any:
-    """Build and run the experiment in this process; returns its ``ExperimentResult``."""
-    params = params_class(notebook).from_dict(values)
+    """Build and run the experiment in this process; returns its ``ExperimentResult``. Relative paths are the
+    working folder's; ``resume`` continues with the run's own ``params.yaml`` (a changed parameter is refused,
+    :mod:`fgvc_lib.resume`); the run folder is locked while it runs."""
+    params = params_class(notebook).from_dict(prepare_values(notebook, values))
     return experiment_class(notebook)(params).run()
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    """Errors that say what is wrong in their message (one line on the console, no traceback)."""
+    from .data.datasets import DataError
+    from .engine import CheckpointError, TrainingDiverged
+    from .fileio import OutputWriteError
+    from .models.pretrained import PretrainedWeightsUnavailable
+    from .runs import RunDirError
+
+    return (ParameterError, FileNotFoundError, DataError, CheckpointError, TrainingDiverged, OutputWriteError,
+            PretrainedWeightsUnavailable, RunDirError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,9 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"))
     args = parser.parse_args(argv)
     try:
-        result = train(args.notebook, load_values(args.file, args.param))
-    except (ParameterError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        result = train(args.notebook, load_values(args.file, args.param, notebook=args.notebook))
+    except _known_errors() as exc:
+        print(f"error: {type(exc).__name__}: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     from .distributed import is_main_process, shutdown_distributed
 

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from fgvc_lib.cli import main
@@ -113,3 +115,76 @@ def test_synth_choices_and_notebook_help_come_from_the_catalog(capsys):
         with pytest.raises(SystemExit):
             main([command, "--help"])
         assert " | ".join(notebook_names()) in " ".join(capsys.readouterr().out.split())
+
+
+# ------------------------------------------------------------------------- synth never deletes what it did not write
+def _tree(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+SMALL_BIRD = ["--classes", "3", "--per-class", "2", "--size", "32"]
+
+
+def test_synth_refuses_a_folder_holding_files_it_did_not_write(tmp_path, capsys):
+    out = tmp_path / "CUB_200_2011"
+    (out / "images" / "001.Mine").mkdir(parents=True)
+    (out / "images" / "001.Mine" / "mine.jpg").write_bytes(b"user image")
+    (out / "images.txt").write_text("1 001.Mine/mine.jpg\n")
+    before = _tree(out)
+    assert main(["synth", "bird", "--out", str(out), *SMALL_BIRD]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"--out {out} is not empty" in err[0]
+    assert "pass --overwrite" in err[0] and "choose an empty folder" in err[0]
+    assert _tree(out) == before
+
+
+def test_synth_overwrite_replaces_only_its_own_files(tmp_path, capsys):
+    out = tmp_path / "mixed"
+    (out / "images").mkdir(parents=True)
+    (out / "images" / "keep.jpg").write_bytes(b"user image")
+    (out / "notes.md").write_text("mine\n")
+    (out / "images.txt").write_text("the user's list\n")
+    assert main(["synth", "bird", "--out", str(out), *SMALL_BIRD, "--overwrite"]) == 0
+    assert (out / "images" / "keep.jpg").read_bytes() == b"user image" and (out / "notes.md").read_text() == "mine\n"
+    assert len(read_cub(out).records) == 6  # images.txt is synth's now
+    manifest = json.loads((out / ".fgvc-synth.json").read_text())
+    assert manifest["complete"] and manifest["dataset"] == "bird" and "images.txt" in manifest["files"]
+    assert "notes.md" not in manifest["files"] and not list(out.glob(".fgvc-synth-tmp-*"))
+
+
+def test_synth_into_its_own_output_is_idempotent_and_other_options_need_overwrite(tmp_path, capsys):
+    out = tmp_path / "own"
+    assert main(["synth", "bird", "--out", str(out), *SMALL_BIRD]) == 0
+    (out / "README.user").write_text("kept\n")
+    first = _tree(out)
+    assert main(["synth", "bird", "--out", str(out), *SMALL_BIRD]) == 0  # same data set and options
+    assert _tree(out) == first
+    capsys.readouterr()
+    assert main(["synth", "bird", "--out", str(out), "--classes", "2", "--per-class", "2", "--size", "32"]) == 2
+    err = capsys.readouterr().err
+    assert "written with other options (--classes 3 -> 2)" in err and "--overwrite" in err
+    assert _tree(out) == first
+    assert main(["synth", "bird", "--out", str(out), "--classes", "2", "--per-class", "2", "--size", "32",
+                 "--overwrite"]) == 0
+    assert read_cub(out).num_classes == 2
+    assert not list((out / "images").glob("003.*"))  # the third class's images and folder: removed
+    assert (out / "README.user").read_text() == "kept\n"  # not synth's: kept
+
+
+def test_synth_out_of_space_is_one_error_naming_the_folder(tmp_path, monkeypatch, capsys):
+    import errno
+    import os as _os
+
+    real_replace = _os.replace
+
+    def full(src, dst):
+        if ".fgvc-synth-tmp-" in str(src) and str(dst).endswith(".jpg"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr("fgvc_lib.data.synth.output.os.replace", full)
+    out = tmp_path / "full"
+    assert main(["synth", "bird", "--out", str(out), *SMALL_BIRD]) == 2
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "free on that file system" in err and str(out) in err
+    assert not list(out.glob(".fgvc-synth-tmp-*"))

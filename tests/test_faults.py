@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import math
 import os
@@ -106,9 +107,10 @@ def test_infinite_loss_is_caught_too(tmp_path):
             return nn.functional.cross_entropy(logits, target) + math.inf
 
     trainer, batches = _toy(tmp_path, Inf())
-    with pytest.raises(TrainingDiverged, match=r"epoch 1, step 1"):
+    with pytest.raises(TrainingDiverged, match=r"epoch 1, step 1") as exc:
         trainer.fit(batches)
     assert not (tmp_path / "checkpoints" / "last.pt").exists()  # nothing good to keep, nothing bad written
+    assert "kept" not in str(exc.value) and "no checkpoint was written" in str(exc.value)  # says what is true
 
 
 def test_nan_in_an_experiment_marks_the_run_failed_and_keeps_the_checkpoint(tmp_path):
@@ -123,3 +125,127 @@ def test_nan_in_an_experiment_marks_the_run_failed_and_keeps_the_checkpoint(tmp_
     assert "TrainingDiverged" in metrics["error"] and "epoch 2, step 2" in metrics["error"]
     state = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=False)
     assert state["epoch"] == 1
+
+
+# ---------------------------------------------------------------------------------------------- full / read-only disks
+def _no_temp_files(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if ".tmp" in p.name or ".attempt-" in p.name]
+
+
+def _raise(code: int, path: str = ""):
+    def fail(*args, **kwargs):
+        raise OSError(code, os.strerror(code), path or None)
+
+    return fail
+
+
+def test_atomic_write_out_of_space_names_the_file_and_the_free_space(tmp_path):
+    from fgvc_lib.fileio import OutputWriteError, atomic_write
+
+    target = tmp_path / "metrics.json"
+    target.write_text("old\n")
+
+    def fill(fh):
+        fh.write("partial")
+        fh.flush()
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OutputWriteError) as exc:
+        atomic_write(target, fill)
+    text = str(exc.value)
+    assert text.startswith(f"cannot write {target}: No space left on device (") and "free on that file system" in text
+    assert target.read_text() == "old\n" and _no_temp_files(tmp_path) == []
+
+
+def test_atomic_write_on_a_read_only_folder_names_it(tmp_path, monkeypatch):
+    from fgvc_lib import fileio
+
+    monkeypatch.setattr(fileio.os, "replace", _raise(errno.EROFS))
+    with pytest.raises(fileio.OutputWriteError) as exc:
+        fileio.write_text_atomic(tmp_path / "params.yaml", "a: 1\n")
+    assert f"cannot write {tmp_path / 'params.yaml'}: Read-only file system" in str(exc.value)
+    assert "writable" in str(exc.value) and _no_temp_files(tmp_path) == []
+
+
+def test_a_figure_that_cannot_be_written_leaves_no_temp_image(tmp_path):
+    from fgvc_lib.fileio import OutputWriteError, save_figure_atomic
+
+    class Full:
+        def savefig(self, fh, **kwargs):
+            fh.write(b"\x89PNG partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OutputWriteError, match="curves.png: No space left"):
+        save_figure_atomic(Full(), tmp_path / "figures" / "curves.png")
+    assert list((tmp_path / "figures").iterdir()) == []
+
+
+def test_out_of_space_during_training_is_one_error_and_failed_in_metrics(tmp_path, monkeypatch):
+    from fgvc_lib.fileio import OutputWriteError
+
+    real_save = torch.save
+
+    def save(obj, f, *args, **kwargs):
+        if "last.pt" in str(getattr(f, "name", f)):
+            f.write(b"half a checkpoint")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *args, **kwargs)
+
+    run = tmp_path / "run"
+    exp = BirdExperiment({**TINY, "model": "resnet18", "pretrained": False, "epochs": 2, "run_dir": str(run)})
+    monkeypatch.setattr(torch, "save", save)
+    with pytest.raises(OutputWriteError) as exc:
+        exp.run()
+    assert f"cannot write {run / 'checkpoints' / 'last.pt'}: No space left on device" in str(exc.value)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and "No space left on device" in metrics["error"]
+    assert _no_temp_files(run) == [] and not (run / "checkpoints" / "last.pt").exists()
+
+
+def test_read_only_outputs_for_the_embedded_data_name_the_folder(tmp_path, monkeypatch):
+    from fgvc_lib.data.synth import cub
+    from fgvc_lib.runs import RunDirError
+
+    monkeypatch.setenv("FGVC_OUTPUTS", str(tmp_path / "outputs"))
+    monkeypatch.setattr(cub, "write_cub", _raise(errno.EROFS, str(tmp_path / "outputs" / "data")))
+    run = tmp_path / "run"
+    with pytest.raises(RunDirError) as exc:
+        BirdExperiment({**TINY, "synth_per_class": 7, "run_dir": str(run)})
+    text = str(exc.value)
+    assert text.startswith(f"embedded data folder {tmp_path / 'outputs' / 'data'}") and "Read-only file system" in text
+    assert "\n" not in text and json.loads((run / "metrics.json").read_text())["status"] == "failed"
+
+
+def test_read_only_outputs_with_cache_name_the_cache_folder(tmp_path, monkeypatch):
+    from fgvc_lib.data import cache
+    from fgvc_lib.runs import RunDirError
+
+    monkeypatch.setenv("FGVC_OUTPUTS", str(tmp_path / "outputs"))
+    monkeypatch.setattr(cache, "build_image_cache", _raise(errno.EROFS, str(tmp_path / "outputs" / "cache")))
+    with pytest.raises(RunDirError) as exc:
+        BirdExperiment({**TINY, "cache": True, "run_dir": str(tmp_path / "run")})
+    text = str(exc.value)
+    assert text.startswith(f"image cache folder {tmp_path / 'outputs' / 'cache'}") and "Read-only" in text
+    assert "cache: false" in text
+
+
+def test_fgvc_run_out_of_space_names_the_notebook_and_cleans_up(tmp_path, monkeypatch):
+    """papermill cannot save the executed notebook: one error naming it and the free space, no half-written
+    attempt file, ``failed`` in metrics.json (written while there was room)."""
+    import papermill
+
+    from fgvc_lib.execution import execute_notebook
+    from fgvc_lib.fileio import OutputWriteError
+
+    def full(source, output, **kwargs):
+        Path(output).write_text('{"cells": [')
+        raise OSError(errno.ENOSPC, "No space left on device", output)
+
+    monkeypatch.setattr(papermill, "execute_notebook", full)
+    run = tmp_path / "run"
+    with pytest.raises(OutputWriteError) as exc:
+        execute_notebook("bird", {**TINY, "run_dir": str(run)})
+    assert f"cannot write {run / 'bird.ipynb'}: No space left on device" in str(exc.value)
+    assert "free on that file system" in str(exc.value)
+    assert _no_temp_files(run) == [] and not (run / "bird.ipynb").exists()
+    assert json.loads((run / "metrics.json").read_text())["status"] == "failed"

@@ -28,7 +28,10 @@ from ..data.datasets import ImageListDataset
 from ..data.transforms import denormalize
 from ..data.verify import verify_datasets
 from ..engine import Trainer, resolve_device, seed_everything, set_deterministic
-from ..runs import prepare_run_dir, write_metrics, write_params
+from ..fileio import OUTPUT_ERRNOS, OutputWriteError, describe_write_error, save_figure_atomic
+from ..param_paths import path_params, resolve_path
+from ..resume import check_resume_params
+from ..runs import RunDirError, outputs_root, prepare_run_dir, release_run_dir, write_metrics, write_params
 
 
 @dataclass
@@ -54,6 +57,9 @@ class Experiment:
 
     def __init__(self, params: ExperimentParams | Mapping[str, Any]):
         self.params = params if isinstance(params, self.PARAMS) else self.PARAMS.from_dict(dict(params))
+        for name in path_params(type(self.params)):  # relative paths: the working folder's (a notebook's)
+            if isinstance(getattr(self.params, name, None), str):
+                setattr(self.params, name, resolve_path(getattr(self.params, name), Path.cwd()))
         self.started = time.time()
         # under torchrun: join the process group; rank 0 makes the run folder and tells the others
         wants_cuda = torch.cuda.is_available() and not str(self.params.device).startswith(("cpu", "mps"))
@@ -64,13 +70,15 @@ class Experiment:
             any((self.run_dir / name).exists() for name in ("metrics.json", "params.yaml"))
             or any((self.run_dir / "checkpoints").glob("*.pt"))
         )
-        if self.dist.is_main and not resume:
-            write_params(self.run_dir, self.params.to_dict())
         self._batch_transforms: tuple[Any, Any] | None = None
         self._loader_datasets: list[Dataset] = []  # every image they read is checked once after _build
         self.figures: dict[str, Figure] = {}
         self.metrics: dict[str, Any] = {}
         try:
+            if self.dist.is_main and not resume:
+                write_params(self.run_dir, self.params.to_dict())
+            if resume and self.dist.is_main:  # the run's own params.yaml: only epochs, device ... may change
+                check_resume_params(self.run_dir, self.params)
             if self.params.deterministic:
                 set_deterministic(True)
             seed_everything(self.params.seed)
@@ -81,6 +89,7 @@ class Experiment:
         except BaseException as exc:
             if not resume:
                 self._record_failure(exc)
+            release_run_dir(self.run_dir)
             raise
         if self.dist.is_main and resume:
             write_params(self.run_dir, self.params.to_dict())
@@ -116,14 +125,17 @@ class Experiment:
     def run(self) -> ExperimentResult:
         """Train and evaluate; ``metrics.json`` says finished (with the metrics) or failed (with the error)."""
         try:
-            metrics = self._run()
-        except BaseException as exc:
-            self._record_failure(exc)
-            raise
-        self.metrics = metrics
-        ddp.barrier()
-        if self.dist.is_main:
-            self._write_finished(metrics)
+            try:
+                metrics = self._run()
+            except BaseException as exc:
+                self._record_failure(exc)
+                raise
+            self.metrics = metrics
+            ddp.barrier()
+            if self.dist.is_main:
+                self._write_finished(metrics)
+        finally:
+            release_run_dir(self.run_dir)  # the run folder's lock (taken by prepare_run_dir)
         history = list(getattr(getattr(self, "trainer", None), "history", []))
         return ExperimentResult(self.run_dir, metrics, history, dict(self.figures))
 
@@ -141,16 +153,19 @@ class Experiment:
         if not getattr(self, "dist", ddp.DistEnv()).is_main:
             return
         history = getattr(getattr(self, "trainer", None), "history", None) or []
-        write_metrics(
-            self.run_dir,
-            notebook=self.NOTEBOOK,
-            params=self.params.to_dict(),
-            status="failed",
-            seconds=time.time() - self.started,
-            error=f"{type(exc).__name__}: {exc}",
-            traceback=traceback.format_exc(limit=20),
-            epochs_run=len(history),
-        )
+        try:
+            write_metrics(
+                self.run_dir,
+                notebook=self.NOTEBOOK,
+                params=self.params.to_dict(),
+                status="failed",
+                seconds=time.time() - self.started,
+                error=f"{type(exc).__name__}: {exc}",
+                traceback=traceback.format_exc(limit=20),
+                epochs_run=len(history),
+            )
+        except (OSError, OutputWriteError):  # full disk / read-only: the original error is the one to raise
+            pass
 
     # ------------------------------------------------------------------ helpers for subclasses
     def make_loader(
@@ -208,14 +223,23 @@ class Experiment:
 
         p = self.params
         tag = hashlib.sha1(str(Path(root).resolve()).encode()).hexdigest()[:8]
-        return build_image_cache(
-            root,
-            list(relpaths),
-            p.cache_size or p.img_size,
-            name=f"{self.NOTEBOOK}-{name}-{tag}",
-            workers=max(1, p.num_workers),
-            log=print if self.dist.is_main else None,
-        )
+        try:
+            return build_image_cache(
+                root,
+                list(relpaths),
+                p.cache_size or p.img_size,
+                name=f"{self.NOTEBOOK}-{name}-{tag}",
+                workers=max(1, p.num_workers),
+                log=print if self.dist.is_main else None,
+            )
+        except (OSError, OutputWriteError) as exc:
+            if isinstance(exc, OSError) and exc.errno not in OUTPUT_ERRNOS:
+                raise
+            cause = str(exc) if isinstance(exc, OutputWriteError) else describe_write_error(
+                exc.filename or outputs_root() / "cache", exc)
+            raise RunDirError(
+                f"image cache folder {outputs_root() / 'cache'}: {cause}; or set `cache: false`"
+            ) from None
 
     def batch_augment_options(self) -> dict[str, Any]:
         """Options of the augmentation preset, picked from the parameters by name (e.g. cifar100's noise)."""
@@ -353,7 +377,7 @@ class Experiment:
         """Keep the figure for the notebook and write ``figures/<name>.png``."""
         self.figures[name] = fig
         if self.dist.is_main:
-            plots.save_figure(fig, self.run_dir / "figures" / f"{name}.png")
+            save_figure_atomic(fig, self.run_dir / "figures" / f"{name}.png")
         return fig
 
     def cam_grid(

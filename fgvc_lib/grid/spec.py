@@ -207,7 +207,9 @@ def load_grid(path: str | Path) -> GridSpec:
         raise ParameterError(f"grid file {path} does not exist") from None
     except yaml.YAMLError as exc:
         raise ParameterError(f"grid file {path} is not valid YAML: {exc}") from None
-    return GridSpec.from_dict(data, path)
+    from ..param_paths import resolve_grid_paths  # relative paths in the file: against its folder
+
+    return GridSpec.from_dict(resolve_grid_paths(data, path.resolve().parent), path)
 
 
 # ---------------------------------------------------------------------------------------------- executor:
