@@ -56,7 +56,8 @@ def test_pointing_game_text():
     assert "No pointing-game" in narrative.pointing_game({"pointing_game": float("nan")}, baseline=0.07)
 
 
-def test_cifar100_accuracy_and_calibration():
+def test_cifar100_accuracy_and_calibration(monkeypatch):
+    monkeypatch.setattr(_narrative, "TABLE1_SUMMARIES", ())  # no grid measured: the text says how to get one
     m = {"top1_acc": 0.6, "best_top1_acc": 0.62, "chance_acc": 0.01, "num_classes": 100, "eval_split": "test",
          "test_images": 1000, "ece": 0.034}
     text = narrative.cifar100_accuracy(m)
@@ -66,6 +67,23 @@ def test_cifar100_accuracy_and_calibration():
     assert "summary.md" in cal
     assert "badly miscalibrated" in narrative.calibration({"ece": 0.3})
     assert "undertrained" in narrative.calibration({"ece": 0.01, "top1_acc": 0.05})
+
+
+def test_calibration_names_the_best_calibrated_loss_of_the_table1_grid(tmp_path, monkeypatch):
+    rows = [  # hand-made summary.csv: mean ECE ce 0.10, focal 0.03, flsd53 0.05; a failed run is ignored
+        "run_id,status,loss,batch_size,top1_acc,ece",
+        "a,finished,ce,32,0.50,0.12", "b,finished,ce,64,0.52,0.08", "c,finished,focal,32,0.48,0.03",
+        "d,finished,flsd53,32,0.49,0.05", "e,failed,flsd53,64,,",
+    ]
+    csv = tmp_path / "summary.csv"
+    csv.write_text("\n".join(rows) + "\n")
+    text = narrative.loss_comparison([tmp_path / "missing.csv", csv])
+    assert "the best calibrated loss is focal and the worst ce" in text and "4 finished runs" in text
+    assert "focal 0.030 (top-1 0.48), flsd53 0.050 (top-1 0.49), ce 0.100 (top-1 0.51)" in text
+    monkeypatch.setattr(_narrative, "TABLE1_SUMMARIES", (csv,))
+    assert "best calibrated loss is focal" in narrative.calibration({"ece": 0.05, "top1_acc": 0.5})
+    csv.write_text("run_id,status,loss,ece\na,finished,ce,0.1\n")  # one loss only: nothing to compare
+    assert narrative.loss_comparison([csv]) == ""
 
 
 def test_long_tail_and_crops():
