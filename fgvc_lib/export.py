@@ -75,8 +75,9 @@ def _export_torchscript(model: nn.Module, dummy: torch.Tensor, path: Path) -> No
 def _export_onnx(model: nn.Module, dummy: torch.Tensor, path: Path, opset: int) -> None:
     options: dict[str, Any] = dict(input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], opset_version=opset,
                                    dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
-    with torch.no_grad():
-        try:  # the TorchScript-based exporter: no onnxscript needed (torch >= 2.9 defaults to dynamo=True)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch >= 2.9 calls the TorchScript exporter legacy
+        try:  # the TorchScript-based exporter needs only `onnx` (dynamo=True, the default, needs onnxscript too)
             torch.onnx.export(model, (dummy,), str(path), dynamo=False, **options)
         except TypeError:  # a torch without the dynamo switch
             torch.onnx.export(model, (dummy,), str(path), **options)

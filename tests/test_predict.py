@@ -57,7 +57,7 @@ def test_checkpoints_carry_what_prediction_needs(bird_run):
         assert meta["cam"] == {"method": exp.params.cam_method, "layer": exp.params.cam_layer}
 
 
-def test_checkpoint_without_meta_still_resumes_and_predicts(bird_run, tmp_path, tiny_trainer):
+def test_checkpoint_without_meta_still_resumes_and_predicts(bird_run, tmp_path):
     exp, logits, files = bird_run
     old = tmp_path / "old"
     shutil.copytree(exp.run_dir, old)
