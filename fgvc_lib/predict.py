@@ -124,22 +124,24 @@ class Preprocessing:
 # ---------------------------------------------------------------------------------------------- meta
 def meta_from_params(
     notebook: str, params: Any, classes: Sequence[str], *, task: str, mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None, eval_transform: Any = None,
+    std: Sequence[float] | None = None, eval_transform: Any = None, model: nn.Module | None = None,
+    spec: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The checkpoint ``meta`` of a run: notebook, task, model spec (the experiment class's ``model_spec``),
     class names, preprocessing (from ``eval_transform``, default the preset's), CAM settings.
-    ``mean`` / ``std`` default to the rebuilt model's data config (as the experiments take them)."""
+    ``mean`` / ``std`` default to the data config of ``model`` (else the rebuilt one), as the experiments take
+    them. ``spec`` defaults to the declared notebook's experiment class's ``model_spec``."""
     from .catalog import get_notebook
     from .data.transforms import build_transform
     from .models import data_config
 
     p = _params_object(notebook, params)
-    spec = get_notebook(notebook).experiment_class().model_spec(p, len(classes))
+    spec = dict(spec) if spec is not None else get_notebook(notebook).experiment_class().model_spec(p, len(classes))
     if mean is None or std is None:
-        cfg = data_config(build_model(spec))
+        cfg = data_config(model if model is not None else build_model(spec))
         mean, std = cfg["mean"], cfg["std"]
     if eval_transform is None:
-        eval_transform = build_transform(p.augment, p.img_size, train=False, mean=mean, std=std)
+        eval_transform = build_transform(getattr(p, "augment", "none"), p.img_size, train=False, mean=mean, std=std)
     cached = bool(p.cache or p.batch_augment)
     pre = Preprocessing.from_eval_transform(
         eval_transform, mean, std, cache_size=(p.cache_size or p.img_size) if cached else 0,
@@ -158,10 +160,10 @@ def meta_from_params(
 
 
 def _params_object(notebook: str, params: Any) -> Any:
+    """A parameters object (a mapping, e.g. an old checkpoint's ``params``, is read by the notebook's class)."""
     from .config import params_class
 
-    cls = params_class(notebook)
-    return params if isinstance(params, cls) else cls.from_dict(dict(params))
+    return params_class(notebook).from_dict(dict(params)) if isinstance(params, Mapping) else params
 
 
 def build_model(spec: Mapping[str, Any]) -> nn.Module:
@@ -365,7 +367,9 @@ class Predictor:
         images = collect_images(images)
         xs = torch.cat([self.preprocess(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
         if targets is None:
-            targets = self.logits(images, batch_size).argmax(1).tolist()
+            with torch.no_grad():
+                targets = [int(j) for i in range(0, len(xs), batch_size)
+                           for j in self.model(xs[i : i + batch_size].to(self.device)).argmax(1).tolist()]
         cam = self.meta.get("cam") or {}
         layers = resolve_cam_layers(self.model, cam.get("layer", "") if layer is None else layer)
         method = method or cam.get("method", "layercam")
@@ -402,12 +406,13 @@ def predict_command(args: argparse.Namespace) -> int:
     if args.cam:
         folder = Path(args.cam_dir) if args.cam_dir else out.with_name(f"{out.stem}_cams")
         folder.mkdir(parents=True, exist_ok=True)
-        targets = None if predictor.task != "multilabel" else [
-            int(np.argmax(row)) for row in table[[f"prob_{c}" for c in predictor.classes]].to_numpy()]
+        if predictor.task == "multilabel":  # the most probable label
+            targets = table[[f"prob_{c}" for c in predictor.classes]].to_numpy().argmax(1).tolist()
+        else:
+            targets = table["pred_index"].tolist()
         for i in range(0, len(images), args.batch_size):
             chunk = images[i : i + args.batch_size]
-            for j, img in enumerate(predictor.cam_overlays(chunk, None if targets is None else
-                                                           targets[i : i + args.batch_size])):
+            for j, img in enumerate(predictor.cam_overlays(chunk, targets[i : i + args.batch_size])):
                 Image.fromarray(img).save(folder / f"{i + j:05d}_{Path(str(chunk[j])).stem}_cam.png")
         print(f"CAM overlays -> {folder}")
     return 0

@@ -288,8 +288,13 @@ class Experiment:
         """The checkpoints' ``meta``: model spec, class names, task, eval preprocessing (``fgvc_lib.predict``)."""
         from ..predict import meta_from_params
 
-        mean, std = self.data_mean_std()
-        return meta_from_params(self.NOTEBOOK, self.params, classes, task=task, mean=mean, std=std)
+        try:
+            mean, std = self.data_mean_std()
+        except AttributeError:  # an experiment that keeps no mean / std: the model's data config
+            mean = std = None
+        return meta_from_params(self.NOTEBOOK, self.params, classes, task=task, mean=mean, std=std,
+                                model=getattr(self, "model", None),
+                                spec=type(self).model_spec(self.params, len(classes)))
 
     def lr_find(self, start_lr: float = 1e-7, end_lr: float = 10.0, num_iter: int = 100, **options: Any) -> Any:
         """fastai-style LR range test on the training batches (``fgvc_lib.lr_finder.lr_find``); model, optimiser,
