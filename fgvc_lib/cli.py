@@ -295,7 +295,67 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("grid", help="a grid YAML or an outputs/runs/<name> folder")
     report.add_argument("--metric", default=None, help="history.csv column for the figures (default: grid's)")
     report.set_defaults(func=_cmd_report)
+    _add_trained_run_parsers(sub, notebooks)
     return parser
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import predict_command
+
+    return predict_command(args)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_command
+
+    return export_command(args)
+
+
+def _cmd_lr_find(args: argparse.Namespace) -> int:
+    from .lr_finder import lr_find_command
+
+    return lr_find_command(args)
+
+
+def _add_trained_run_parsers(sub: Any, notebooks: str) -> None:
+    """``predict`` / ``export`` (use a trained run: fgvc_lib.predict, fgvc_lib.export) and ``lr-find`` (an LR range
+    test before training: fgvc_lib.lr_finder)."""
+    predict = sub.add_parser("predict", help="classify new images with a trained run -> CSV (+ CAM overlays)")
+    predict.add_argument("run_dir", help="a run folder (outputs/runs/<notebook>/<run-id>)")
+    predict.add_argument("images", nargs="+", help="image files and/or folders (searched recursively)")
+    predict.add_argument("--topk", type=int, default=5, help="classes per image (single-label; default 5)")
+    predict.add_argument("--out", default="predictions.csv", help="CSV to write (default predictions.csv)")
+    predict.add_argument("--checkpoint", default="best", help="best (default), last, or a checkpoint path")
+    predict.add_argument("--cam", action="store_true", help="also write CAM overlays of the predicted class")
+    predict.add_argument("--cam-dir", default="", help="folder of the CAM overlays (default <out stem>_cams/)")
+    predict.add_argument("--threshold", default=None,
+                         help="multi-label: global | per_label (searched by the run) | a number (default global)")
+    predict.add_argument("--device", default="cpu", help="cpu (default), cuda, mps or auto")
+    predict.add_argument("--batch-size", type=int, default=32)
+    predict.set_defaults(func=_cmd_predict)
+
+    export = sub.add_parser("export", help="a run's network as TorchScript or ONNX, checked against the checkpoint")
+    export.add_argument("run_dir", help="a run folder (outputs/runs/<notebook>/<run-id>)")
+    export.add_argument("--format", choices=["torchscript", "onnx"], default="torchscript", dest="fmt")
+    export.add_argument("--out", default="", help="output file (default RUN_DIR/export/model.pt | model.onnx)")
+    export.add_argument("--checkpoint", default="best", help="best (default), last, or a checkpoint path")
+    export.add_argument("--rtol", type=float, default=1e-4, help="relative tolerance of the logit check (1e-4)")
+    export.add_argument("--atol", type=float, default=1e-5, help="absolute tolerance of the logit check (1e-5)")
+    export.add_argument("--opset", type=int, default=17, help="ONNX opset (17)")
+    export.set_defaults(func=_cmd_export)
+
+    lr_find = sub.add_parser("lr-find", help="LR range test of a notebook's experiment: plot + suggested LRs")
+    lr_find.add_argument("notebook", help=notebooks)
+    lr_find.add_argument("-f", "--file", action="append", help="YAML parameter file (repeatable; later wins)")
+    lr_find.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"),
+                         help="override a parameter")
+    lr_find.add_argument("--out", default="",
+                         help="folder for lr_find.png / lr_find.json (default outputs/lr_find/<notebook>-<time>/)")
+    lr_find.add_argument("--start-lr", type=float, default=1e-7)
+    lr_find.add_argument("--end-lr", type=float, default=10.0)
+    lr_find.add_argument("--num-iter", type=int, default=100)
+    lr_find.add_argument("--suggest", default="valley,steep", help="comma-separated: valley, steep, minimum")
+    lr_find.set_defaults(func=_cmd_lr_find)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -153,6 +153,7 @@ class Trainer:
         amp: bool | str = False,
         log: Callable[[str], None] | None = print,
         checkpoint_extra: dict[str, Any] | None = None,
+        checkpoint_meta: dict[str, Any] | None = None,
         task: str = "single",
         scores: Callable[..., Scores] | None = None,
         channels_last: bool = False,
@@ -195,6 +196,8 @@ class Trainer:
         self.grad_clip = grad_clip
         self.log = (log or (lambda msg: None)) if self.dist.is_main else (lambda msg: None)
         self.checkpoint_extra = dict(checkpoint_extra or {})
+        # what prediction needs (model spec, classes, preprocessing, task): ``fgvc_lib.predict``
+        self.checkpoint_meta = dict(checkpoint_meta or {})
         if scores is None:
             if task not in SCORES:
                 raise ValueError(f"task: expected 'single' or 'multilabel', got {task!r}")
@@ -438,6 +441,7 @@ class Trainer:
             "strategy": self.strategy.state_dict(),
             "num_classes": getattr(model, "num_classes", None),
             "model_name": getattr(model, "name", type(model).__name__),
+            "meta": dict(self.checkpoint_meta),
             **self.checkpoint_extra,
         }
 
@@ -462,6 +466,20 @@ class Trainer:
         self.best_metric = float(state["best_metric"])
         self.best_epoch = int(state["best_epoch"])
         _set_rng_state(state["rng"])
+
+    def update_checkpoint_meta(self, **fields: Any) -> list[Path]:
+        """Add ``fields`` to ``checkpoint_meta`` (e.g. multi-label thresholds found after training) and to the
+        ``meta`` of the checkpoints already written (rank 0; atomic rewrite). Returns the files rewritten."""
+        self.checkpoint_meta.update(fields)
+        written: list[Path] = []
+        if self.checkpoint_dir is not None and self.dist.is_main:
+            for path in (self.checkpoint_dir / "best.pt", self.checkpoint_dir / "last.pt"):
+                if path.is_file():
+                    state = torch.load(path, map_location="cpu", weights_only=False)
+                    state["meta"] = {**(state.get("meta") or {}), **fields}
+                    written.append(self.save(state, path))
+        ddp.barrier()
+        return written
 
     def load_checkpoint(self, path: str | Path) -> None:
         path = Path(path)

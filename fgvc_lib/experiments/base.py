@@ -291,6 +291,7 @@ class Experiment:
             progress=p.progress,
             task=task,
             checkpoint_extra={"params": p.to_dict(), "classes": list(classes)},
+            checkpoint_meta=self.prediction_meta(classes, task),
             amp=p.amp,
             channels_last=p.channels_last,
             compile=p.compile,
@@ -302,6 +303,35 @@ class Experiment:
         if p.resume:
             trainer.resume()
         return trainer
+
+    @classmethod
+    def model_spec(cls, params: ExperimentParams, num_classes: int) -> dict[str, Any]:
+        """How to rebuild this run's network without its data (``fgvc_lib.predict.build_model``): the factory's
+        ``create_model(model, num_classes, upsample_size=...)``; BBN, ensembles and the small CNN override."""
+        upsample = getattr(params, "upsample_size", 0)
+        return {"builder": "model", "name": params.model, "num_classes": int(num_classes),
+                "options": {"upsample_size": upsample} if upsample else {}}
+
+    def prediction_meta(self, classes: Sequence[str], task: str) -> dict[str, Any]:
+        """The checkpoints' ``meta``: model spec, class names, task, eval preprocessing (``fgvc_lib.predict``)."""
+        from ..predict import meta_from_params
+
+        try:
+            mean, std = self.data_mean_std()
+        except AttributeError:  # an experiment that keeps no mean / std: the model's data config
+            mean = std = None
+        return meta_from_params(self.NOTEBOOK, self.params, classes, task=task, mean=mean, std=std,
+                                model=getattr(self, "model", None),
+                                spec=type(self).model_spec(self.params, len(classes)))
+
+    def lr_find(self, start_lr: float = 1e-7, end_lr: float = 10.0, num_iter: int = 100, **options: Any) -> Any:
+        """fastai-style LR range test on the training batches (``fgvc_lib.lr_finder.lr_find``); model, optimiser,
+        schedule and RNG are left exactly as they were. Returns an ``LRFinderResult`` (``.suggestions``,
+        ``.plot()``)."""
+        from ..lr_finder import lr_find
+
+        return lr_find(self.trainer, self.train_loader, start_lr=start_lr, end_lr=end_lr, num_iter=num_iter,
+                       **options)
 
     def build_optimization(self, parameters: Any = None, *, scheduler: str | None = None, **options: Any) -> None:
         """``self.optimizer`` from ``optimizer`` and ``self.scheduler`` from ``scheduler`` (or the name given),

@@ -60,6 +60,14 @@ class BirdExperiment(Experiment):
     PARAMS = BirdParams
     params: BirdParams
 
+    @classmethod
+    def model_spec(cls, params: BirdParams, num_classes: int) -> dict[str, Any]:
+        """The network for prediction: ``create_model``, or ``create_ensemble`` when ``ensemble`` is set."""
+        if params.ensemble == "none":
+            return super().model_spec(params, num_classes)
+        return {"builder": "ensemble", "kind": params.ensemble, "name": params.model, "name_b": params.model_b,
+                "num_classes": int(num_classes), "options": {}}
+
     # ------------------------------------------------------------------ construction
     def _build(self) -> None:
         p = self.params

@@ -69,6 +69,12 @@ class InatBBNExperiment(Experiment):
     PARAMS = InatBBNParams
     params: InatBBNParams
 
+    @classmethod
+    def model_spec(cls, params: InatBBNParams, num_classes: int) -> dict[str, Any]:
+        """The network for prediction: ``create_bbn`` for ``method: bbn``, else ``create_model``."""
+        spec = super().model_spec(params, num_classes)
+        return {**spec, "builder": "bbn"} if params.method == "bbn" else spec
+
     def _build(self) -> None:
         p = self.params
         self.data_root = self.resolve_data_root(

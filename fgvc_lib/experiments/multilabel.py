@@ -67,6 +67,14 @@ class MultilabelExperiment(Experiment):
     PARAMS = MultilabelParams
     params: MultilabelParams
 
+    @classmethod
+    def model_spec(cls, params: MultilabelParams, num_classes: int) -> dict[str, Any]:
+        """The network for prediction; the small CNN's flatten size follows ``img_size``."""
+        spec = super().model_spec(params, num_classes)
+        if params.model == "small_cnn":
+            spec["options"] = {**spec["options"], "img_size": params.img_size}
+        return spec
+
     def _build(self) -> None:
         p = self.params
         self.data_root = self.resolve_data_root(
@@ -205,6 +213,9 @@ class MultilabelExperiment(Experiment):
         self.figure_schedule()
         probs, truth = self._probabilities()
         thresholds = self._thresholds(probs, truth)
+        self.trainer.update_checkpoint_meta(thresholds={  # for fgvc_lib.predict; searched with this epoch's model
+            "global": thresholds["threshold_global"], "per_label": thresholds["thresholds_per_label"],
+            "epoch": self.trainer.epoch})
         baseline = all_negative_share(truth)
         metrics: dict[str, Any] = {
             "epochs_run": len(history),
