@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from .catalog import get_notebook
-from .config import ParameterError, params_class
+from .config import ParameterError, params_class, read_yaml_file
 from .runs import prepare_run_dir, project_root
 
 
@@ -50,7 +50,7 @@ def load_values(files: list[str] | None, pairs: list[list[str]] | None) -> dict[
         path = Path(file)
         if not path.is_file():
             raise ParameterError(f"parameter file {file}: does not exist")
-        data = yaml.safe_load(path.read_text()) or {}
+        data = read_yaml_file(path) or {}
         if not isinstance(data, dict):
             raise ParameterError(f"parameter file {file}: expected a mapping of name: value")
         values.update(data)

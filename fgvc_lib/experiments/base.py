@@ -23,7 +23,7 @@ from .. import distributed as ddp
 from .. import plots
 from ..callbacks import LiveLearningCurves
 from ..cam import check_cam_method, compute_cams, overlay, pointing_game, resolve_cam_layers
-from ..config import ExperimentParams, ParameterError
+from ..config import ExperimentParams, ParameterError, check_device
 from ..data.datasets import ImageListDataset
 from ..data.transforms import denormalize
 from ..engine import Trainer, resolve_device, seed_everything, set_deterministic
@@ -53,6 +53,7 @@ class Experiment:
 
     def __init__(self, params: ExperimentParams | Mapping[str, Any]):
         self.params = params if isinstance(params, self.PARAMS) else self.PARAMS.from_dict(dict(params))
+        check_device(self.params.device)  # a device this machine lacks: refused before the run folder exists
         self.started = time.time()
         # under torchrun: join the process group; rank 0 makes the run folder and tells the others
         wants_cuda = torch.cuda.is_available() and not str(self.params.device).startswith(("cpu", "mps"))
