@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .catalog import Synth, notebook_names, synth_commands
-from .config import ParameterError, params_class
+from .config import ParameterError, check_command_line, params_class
 from .execution import _overrides, execute_notebook, load_values
 
 #: Type and help of the ``fgvc synth`` options of the declared data sets (``fgvc_lib.catalog.Synth.options``);
@@ -58,6 +58,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    check_command_line(args.notebook, args.file, args.param)  # before any kernel or run folder
     values = load_values(args.file, args.param)
     if args.run_dir:
         values["run_dir"] = args.run_dir
@@ -67,6 +68,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    check_command_line(args.notebook, args.file, args.param)  # before anything is built or written
     from .train import main as train_main
 
     argv = [args.notebook]
@@ -127,20 +129,24 @@ def _executor_options(args: argparse.Namespace) -> dict[str, Any]:
 def _cmd_grid(args: argparse.Namespace) -> int:
     from collections import Counter
 
-    from .grid import format_plan, grid_folder, load_grid, run_grid
+    from .grid import GridInterrupted, format_plan, grid_folder, load_grid, run_grid
 
     spec = load_grid(args.file)
-    records = run_grid(
-        spec,
-        preset=args.preset,
-        jobs=args.jobs,
-        dry_run=args.dry_run,
-        retry_failed=args.retry_failed,
-        gpus=_parse_gpus(args.gpus),
-        progress=not args.no_progress,
-        executor=_executor_options(args),
-        wait=not args.no_wait,
-    )
+    try:
+        records = run_grid(
+            spec,
+            preset=args.preset,
+            jobs=args.jobs,
+            dry_run=args.dry_run,
+            retry_failed=args.retry_failed,
+            gpus=_parse_gpus(args.gpus),
+            progress=not args.no_progress,
+            executor=_executor_options(args),
+            wait=not args.no_wait,
+        )
+    except GridInterrupted as stop:
+        print(f"fgvc grid: {stop.summary(grid_folder(spec), _resume_command(args))}", file=sys.stderr)
+        return 130
     counts = Counter(r.status for r in records)
     status = ", ".join(f"{n} {s}" for s, n in counts.items())
     if args.dry_run:
@@ -159,6 +165,19 @@ def _cmd_grid(args: argparse.Namespace) -> int:
     if earlier:
         print(f"{len(earlier)} skipped run(s) failed earlier; --retry-failed runs them again")
     return 1 if counts.get("failed") else 0
+
+
+def _resume_command(args: argparse.Namespace) -> str:
+    """The ``fgvc grid`` command that continues this grid (same file, preset and where it runs)."""
+    import shlex
+
+    words = ["fgvc", "grid", args.file]
+    options = {"--preset": args.preset, "--jobs": args.jobs if args.jobs != 1 else None, "--gpus": args.gpus,
+               "--executor": args.executor}
+    for flag, value in options.items():
+        words += [flag, str(value)] if value is not None else []
+    words += ["--retry-failed"] if args.retry_failed else []
+    return shlex.join(words)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:

@@ -141,13 +141,30 @@ def test_run_id_is_stable_readable_and_ignores_excluded_keys():
     assert out.stdout.strip() == rid
 
 
-def test_run_id_is_sanitised_and_truncated():
-    p = resolved(data_root="/data/CUB 200 (v2)", model="a" * 100)
-    rid = g.run_id(p, ["data_root", "model"])
+def test_run_id_is_sanitised_and_drops_whole_values_only():
+    p = resolved(data_root="/data/CUB 200 (v2)", weights="/w/" + "a" * 100)
+    rid = g.run_id(p, ["data_root", "weights"])
     assert all(c.isalnum() or c in "._=-" for c in rid)
-    assert rid.startswith("data_root=data-CUB-200-v2-model=aaa")
+    assert rid == "data_root=data-CUB-200-v2-" + rid.rsplit("-", 1)[1]  # the 100-letter value is left out whole
     assert len(rid) <= g.READABLE_ID_MAX + 9
     assert g.run_id(p, []) == rid.rsplit("-", 1)[1]
+    assert g.run_id(resolved(data_root="/x", weights="/w/b"), ["weights", "data_root"]).startswith(
+        "weights=w-b-data_root=x-"
+    )
+
+
+def test_run_ids_of_the_cifar100_table_never_cut_a_value():
+    """The table's ids used to end in ``upsample_size=3-<hash>`` (384 cut to fit): a part is whole or absent."""
+    spec = g.load_grid(ROOT_DIR / "parameters" / "cifar100_table1.yaml")
+    records, varying = g.plan_runs(spec)
+    assert len({r.run_id for r in records}) == len(records) == 10
+    for record in records:
+        readable, digest = record.run_id.rsplit("-", 1)
+        assert len(digest) == 8 and len(readable) <= g.READABLE_ID_MAX
+        for key in varying:
+            value = grid_plan._short_value(record.params[key])
+            if f"{key}=" in readable:
+                assert f"{key}={value}-" in readable + "-", (key, value, record.run_id)
 
 
 # ---------------------------------------------------------------------------------------------- validation

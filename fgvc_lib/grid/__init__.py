@@ -10,8 +10,10 @@ processes or as submitit / SLURM jobs with papermill (optionally one GPU per wor
 """
 
 from .executors import (
+    INTERRUPT_WAIT_SECONDS,
     POLL_SECONDS,
     Executor,
+    GridInterrupted,
     LocalExecutor,
     SubmititExecutor,
     cuda_visible_value,
@@ -34,6 +36,7 @@ from .plan import (
     format_plan,
     grid_folder,
     grid_record,
+    is_resumable,
     notebook_parameter_names,
     plan_runs,
     run_id,
@@ -62,6 +65,7 @@ from .worker import (
     is_port_clash,
     retry_port_clash,
     run_job,
+    settle_interrupted,
     settle_run,
 )
 
@@ -70,6 +74,7 @@ __all__ = [
     "EXECUTOR_KEYS",
     "EXECUTOR_KINDS",
     "ID_EXCLUDED",
+    "INTERRUPT_WAIT_SECONDS",
     "POLL_SECONDS",
     "PORT_CLASH_MARKERS",
     "PRESET_KEYS",
@@ -80,6 +85,7 @@ __all__ = [
     "TOP_KEYS",
     "Executor",
     "ExecutorConfig",
+    "GridInterrupted",
     "GridSpec",
     "LocalExecutor",
     "RunRecord",
@@ -96,6 +102,7 @@ __all__ = [
     "format_plan",
     "grid_folder",
     "grid_record",
+    "is_resumable",
     "is_port_clash",
     "job_error",
     "load_grid",
@@ -108,6 +115,7 @@ __all__ = [
     "run_grid",
     "run_id",
     "run_job",
+    "settle_interrupted",
     "settle_run",
     "settle_submitted",
     "submitit_folder",
