@@ -5,7 +5,9 @@ notebook did not record is written there), and the job's setup (:func:`run_job`:
 Ctrl-C: while a run executes, the first SIGINT stops it (papermill shuts its kernel down) and the run is
 recorded ``interrupted`` (:func:`settle_interrupted`: its checkpoints stay, a rerun of the grid resumes it);
 later ones are ignored until the run is settled. A pool worker ignores SIGINT between runs, and a run that
-would start after the grid was told to stop (the pool's ``stop`` event) does not start."""
+would start after the grid was told to stop (the pool's ``stop`` event) does not start.
+
+In a worker or job, what a run prints (papermill, its kernel) goes to :func:`run_log`, not the console."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import json
 import os
 import random
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -28,6 +31,9 @@ from .plan import _read_json
 #: The pool's "stop" event in a worker process (set by :func:`~fgvc_lib.grid.executors.worker_pool`'s
 #: initializer): once set, :func:`execute_run` starts no run.
 _STOP_EVENT: Any = None
+#: True in a pool worker or submitit job: the output of a run (papermill's, its kernel's) goes to
+#: ``<grid folder>/logs/<run id>.log`` instead of the console (:func:`run_log`).
+_LOG_TO_FILE = False
 #: Outcome of a run that did not start because the grid was stopped first.
 NOT_STARTED = {"status": "planned", "error": None, "seconds": 0.0, "metrics": {}}
 
@@ -178,6 +184,39 @@ class _Sigint:
             signal.signal(signal.SIGINT, previous)
 
 
+def run_log(run_dir: str | Path) -> Path:
+    """``<grid folder>/logs/<run id>.log``: what a run executed by a worker or job printed (its kernel's
+    warnings and errors included), appended to by each attempt."""
+    run_dir = Path(run_dir)
+    return run_dir.parent / "logs" / f"{run_dir.name}.log"
+
+
+@contextlib.contextmanager
+def _output_to(path: Path | None) -> Iterator[None]:
+    """File descriptors 1 and 2 of this process (inherited by the kernel it starts) appended to ``path``."""
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        with open(path, "ab") as handle:
+            os.dup2(handle.fileno(), 1)
+            os.dup2(handle.fileno(), 2)
+            try:
+                yield
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in saved:
+            os.close(fd)
+
+
 def execute_run(
     notebook: str, values: dict[str, Any], params: dict[str, Any], run_dir: str, retries: int = 3
 ) -> dict[str, Any]:
@@ -193,9 +232,10 @@ def execute_run(
             if _STOP_EVENT is not None and _STOP_EVENT.is_set():  # checked once SIGINT is armed: no race
                 return dict(NOT_STARTED)
             try:
-                retry_port_clash(
-                    lambda: execution.execute_notebook(notebook, injected, progress=False), retries=retries
-                )
+                with _output_to(run_log(run_dir) if _LOG_TO_FILE else None):
+                    retry_port_clash(
+                        lambda: execution.execute_notebook(notebook, injected, progress=False), retries=retries
+                    )
             except Exception as exc:
                 error, tb = error_text(exc), traceback.format_exc(limit=20)
     except KeyboardInterrupt:
@@ -208,8 +248,8 @@ def execute_run(
 def _worker_setup(stop: Any = None) -> None:
     """A pool worker ignores SIGINT between runs (Ctrl-C reaches it through :func:`execute_run` only) and
     keeps the grid's ``stop`` event."""
-    global _STOP_EVENT
-    _STOP_EVENT = stop
+    global _STOP_EVENT, _LOG_TO_FILE
+    _STOP_EVENT, _LOG_TO_FILE = stop, True
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
@@ -236,5 +276,7 @@ def run_job(
     if threads <= 0:
         slurm_cpus = os.environ.get("SLURM_CPUS_PER_TASK", "")
         threads = int(slurm_cpus) if slurm_cpus.isdigit() else 0
+    global _LOG_TO_FILE
+    _LOG_TO_FILE = True
     _pin_process(cuda_visible, threads)
     return execute_run(notebook, values, params, run_dir)
