@@ -188,13 +188,18 @@ def _cmd_report(args: argparse.Namespace) -> int:
         grid_dir = target
         spec = grid_record(target).get("spec") or {}
         compare, metric = spec.get("compare"), spec.get("metric") or "val_acc"
-    else:
+    elif target.is_file():
         loaded = load_grid(target)
         grid_dir, compare, metric = grid_folder(loaded), loaded.compare, loaded.metric
-    paths = write_report(grid_dir, compare=compare, metric=args.metric or metric)
+    else:
+        raise FileNotFoundError(
+            f"{target} does not exist; expected a grid YAML, a grid folder (outputs/runs/<name>) or a folder of "
+            f"runs (outputs/runs/<notebook> or outputs/runs)"
+        )
+    paths = write_report(grid_dir, compare=compare, metric=args.metric or metric, require_metric=bool(args.metric))
     print(paths["summary_md"].read_text(), end="")
     for key, path in paths.items():
-        if key.startswith("compare_"):
+        if not key.startswith("summary_"):
             print(f"figure: {path}")
     return 0
 
@@ -292,9 +297,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"))
     train.set_defaults(func=_cmd_train)
 
-    report = sub.add_parser("report", help="summary.csv/.md and comparison figures of a grid")
-    report.add_argument("grid", help="a grid YAML or an outputs/runs/<name> folder")
-    report.add_argument("--metric", default=None, help="history.csv column for the figures (default: grid's)")
+    report = sub.add_parser(
+        "report", help="summary.csv/.md and figures of a grid, or of a folder of runs (one table per notebook)"
+    )
+    report.add_argument(
+        "grid", help="a grid YAML, a grid folder (outputs/runs/<name>) or a folder of runs (outputs/runs/...)"
+    )
+    report.add_argument(
+        "--metric", default=None, help="history.csv column for the figures (default: grid's; unknown: an error)"
+    )
     report.set_defaults(func=_cmd_report)
     return parser
 

@@ -341,7 +341,7 @@ def test_workers_pin_their_gpu_before_running(monkeypatch):
 # ---------------------------------------------------------------------------------------------- report
 def fake_run(grid_dir: Path, rid: str, params: dict, status: str, history: list[float] | None, **metrics):
     folder = grid_dir / rid
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)
     payload = {"notebook": "bird", "params": params, "status": status, "seconds": 3.0, **metrics}
     (folder / "metrics.json").write_text(json.dumps(payload))
     if history is not None:
@@ -351,6 +351,8 @@ def fake_run(grid_dir: Path, rid: str, params: dict, status: str, history: list[
 
 def test_report_tables_and_figures_without_kernels(tmp_path):
     grid_dir = tmp_path / "runs" / "fake"
+    grid_dir.mkdir(parents=True)
+    (grid_dir / "grid.yaml").write_text(yaml.safe_dump({"spec": {"notebook": "bird"}, "runs": ["a", "b", "c"]}))
     common = {"epochs": 3, "run_dir": "x", "device": "cpu"}
     fake_run(grid_dir, "a", {**common, "loss": "ce", "lr": 0.1}, "finished", [0.2, 0.4, 0.5], top1_acc=0.5)
     fake_run(grid_dir, "b", {**common, "loss": "ohem", "lr": 0.1}, "finished", [0.3, 0.5, 0.6], top1_acc=0.6)
