@@ -12,6 +12,7 @@ In a worker or job, what a run prints (papermill, its kernel) goes to :func:`run
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import random
@@ -208,6 +209,7 @@ def _output_to(path: Path | None) -> Iterator[None]:
             try:
                 yield
             finally:
+                gc.collect()  # what papermill left behind (an interrupted run's tasks) reports into the log too
                 sys.stdout.flush()
                 sys.stderr.flush()
     finally:
