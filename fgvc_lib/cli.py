@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .catalog import Synth, notebook_names, synth_commands
-from .config import ParameterError, params_class
+from .config import ParameterError, check_command_line, params_class
 from .execution import _overrides, execute_notebook, load_values
 
 #: Type and help of the ``fgvc synth`` options of the declared data sets (``fgvc_lib.catalog.Synth.options``);
@@ -63,6 +63,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .execution import NotebookFailed
     from .param_paths import resolve_path
 
+    check_command_line(args.notebook, args.file, args.param)  # before any kernel or run folder
     values = load_values(args.file, args.param, notebook=args.notebook)
     if args.run_dir:
         values["run_dir"] = resolve_path(args.run_dir, Path.cwd())
@@ -76,6 +77,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    check_command_line(args.notebook, args.file, args.param)  # before anything is built or written
     from .train import main as train_main
 
     argv = [args.notebook]
@@ -136,20 +138,24 @@ def _executor_options(args: argparse.Namespace) -> dict[str, Any]:
 def _cmd_grid(args: argparse.Namespace) -> int:
     from collections import Counter
 
-    from .grid import format_plan, grid_folder, load_grid, run_grid
+    from .grid import GridInterrupted, format_plan, grid_folder, load_grid, run_grid
 
     spec = load_grid(args.file)
-    records = run_grid(
-        spec,
-        preset=args.preset,
-        jobs=args.jobs,
-        dry_run=args.dry_run,
-        retry_failed=args.retry_failed,
-        gpus=_parse_gpus(args.gpus),
-        progress=not args.no_progress,
-        executor=_executor_options(args),
-        wait=not args.no_wait,
-    )
+    try:
+        records = run_grid(
+            spec,
+            preset=args.preset,
+            jobs=args.jobs,
+            dry_run=args.dry_run,
+            retry_failed=args.retry_failed,
+            gpus=_parse_gpus(args.gpus),
+            progress=not args.no_progress,
+            executor=_executor_options(args),
+            wait=not args.no_wait,
+        )
+    except GridInterrupted as stop:
+        print(f"fgvc grid: {stop.summary(grid_folder(spec), _resume_command(args))}", file=sys.stderr)
+        return 130
     counts = Counter(r.status for r in records)
     status = ", ".join(f"{n} {s}" for s, n in counts.items())
     if args.dry_run:
@@ -170,6 +176,19 @@ def _cmd_grid(args: argparse.Namespace) -> int:
     return 1 if counts.get("failed") else 0
 
 
+def _resume_command(args: argparse.Namespace) -> str:
+    """The ``fgvc grid`` command that continues this grid (same file, preset and where it runs)."""
+    import shlex
+
+    words = ["fgvc", "grid", args.file]
+    options = {"--preset": args.preset, "--jobs": args.jobs if args.jobs != 1 else None, "--gpus": args.gpus,
+               "--executor": args.executor}
+    for flag, value in options.items():
+        words += [flag, str(value)] if value is not None else []
+    words += ["--retry-failed"] if args.retry_failed else []
+    return shlex.join(words)
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from .grid import grid_folder, grid_record, load_grid, write_report
 
@@ -178,13 +197,18 @@ def _cmd_report(args: argparse.Namespace) -> int:
         grid_dir = target
         spec = grid_record(target).get("spec") or {}
         compare, metric = spec.get("compare"), spec.get("metric") or "val_acc"
-    else:
+    elif target.is_file():
         loaded = load_grid(target)
         grid_dir, compare, metric = grid_folder(loaded), loaded.compare, loaded.metric
-    paths = write_report(grid_dir, compare=compare, metric=args.metric or metric)
+    else:
+        raise FileNotFoundError(
+            f"{target} does not exist; expected a grid YAML, a grid folder (outputs/runs/<name>) or a folder of "
+            f"runs (outputs/runs/<notebook> or outputs/runs)"
+        )
+    paths = write_report(grid_dir, compare=compare, metric=args.metric or metric, require_metric=bool(args.metric))
     print(paths["summary_md"].read_text(), end="")
     for key, path in paths.items():
-        if key.startswith("compare_"):
+        if not key.startswith("summary_"):
             print(f"figure: {path}")
     return 0
 
@@ -291,9 +315,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"))
     train.set_defaults(func=_cmd_train)
 
-    report = sub.add_parser("report", help="summary.csv/.md and comparison figures of a grid")
-    report.add_argument("grid", help="a grid YAML or an outputs/runs/<name> folder")
-    report.add_argument("--metric", default=None, help="history.csv column for the figures (default: grid's)")
+    report = sub.add_parser(
+        "report", help="summary.csv/.md and figures of a grid, or of a folder of runs (one table per notebook)"
+    )
+    report.add_argument(
+        "grid", help="a grid YAML, a grid folder (outputs/runs/<name>) or a folder of runs (outputs/runs/...)"
+    )
+    report.add_argument(
+        "--metric", default=None, help="history.csv column for the figures (default: grid's; unknown: an error)"
+    )
     report.set_defaults(func=_cmd_report)
     _add_trained_run_parsers(sub, notebooks)
     return parser

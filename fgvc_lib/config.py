@@ -7,6 +7,8 @@ must equal the notebook's ``parameters`` cell (a test checks this through ``pape
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -20,12 +22,42 @@ from .registry import did_you_mean
 
 
 class ParameterError(ValueError):
-    """A parameter is unknown, of the wrong type or out of range; the message names it."""
+    """A parameter is unknown, of the wrong type or out of range; the message names it.
+
+    ``key`` is the parameter concerned (when one is) and ``detail`` the message without the ``parameter
+    'key':`` prefix, so a caller that knows where the value came from can say so (:meth:`with_source`)."""
+
+    def __init__(self, message: str, *, key: str | None = None, detail: str | None = None):
+        super().__init__(message)
+        self.key = key
+        self.detail = detail if detail is not None else message
+
+    @classmethod
+    def of(cls, key: str, detail: str) -> ParameterError:
+        """``parameter '<key>': <detail>``."""
+        return cls(f"parameter '{key}': {detail}", key=key, detail=detail)
+
+    def with_source(self, source: str | None) -> ParameterError:
+        """The same error naming where the value was given: ``-p <key>: <detail>`` for a command-line value,
+        ``<file>: <message>`` for a parameter file (``None``: unchanged)."""
+        if not source:
+            return self
+        if source.startswith("-p"):
+            return ParameterError(f"{source}: {self.detail}", key=self.key, detail=self.detail)
+        return ParameterError(f"{source}: {self}", key=self.key, detail=self.detail)
 
 
-def param(default: Any, help: str, *, min: float | None = None, max: float | None = None) -> Any:  # noqa: A002
-    """A dataclass field with a help text and optional numeric bounds (list defaults are copied per instance)."""
-    metadata = {"help": help, "min": min, "max": max}
+def param(
+    default: Any,
+    help: str,  # noqa: A002
+    *,
+    min: float | None = None,  # noqa: A002
+    max: float | None = None,  # noqa: A002
+    gt: float | None = None,
+) -> Any:
+    """A dataclass field with a help text and optional numeric bounds: ``min`` / ``max`` inclusive, ``gt`` an
+    exclusive lower bound (list defaults are copied per instance)."""
+    metadata = {"help": help, "min": min, "max": max, "gt": gt}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -48,9 +80,8 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
     """Convert ``value`` (from YAML, papermill ``-p``/``-r`` or Python) to type ``tp`` or raise ParameterError."""
 
     def fail(extra: str = "") -> ParameterError:
-        return ParameterError(
-            f"parameter '{key}': expected {_type_name(tp)}, got {value!r} ({type(value).__name__}){extra}"
-        )
+        detail = f"expected {_type_name(tp)}, got {value!r} ({type(value).__name__}){extra}"
+        return ParameterError(f"parameter '{key}': {detail}", key=key.split("[")[0], detail=detail)
 
     origin = typing.get_origin(tp)
     if origin is Literal:
@@ -110,6 +141,163 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
     raise TypeError(f"parameter '{key}': unsupported annotation {tp!r}")
 
 
+# ---------------------------------------------------------------------------------------------- checks
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def _bound(x: float) -> str:
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
+def _check_bounds(key: str, value: Any, meta: Mapping[str, Any]) -> None:
+    """The field's ``min`` / ``max`` (inclusive) and ``gt`` (exclusive) bounds; a float must be finite."""
+    values = value if isinstance(value, list) else [value]
+    lo, hi, gt = meta.get("min"), meta.get("max"), meta.get("gt")
+    for item in values:
+        if isinstance(item, bool) or not isinstance(item, (int, float)):
+            continue
+        if isinstance(item, float) and not math.isfinite(item):
+            if gt is not None:
+                expected = f" > {_bound(gt)}"
+            elif lo is not None and hi is not None:
+                expected = f" in [{_bound(lo)}, {_bound(hi)}]"
+            elif lo is not None or hi is not None:
+                expected = f" >= {_bound(lo)}" if lo is not None else f" <= {_bound(hi)}"
+            else:
+                expected = ""
+            raise ParameterError.of(key, f"expected a finite number{expected}, got {item!r}")
+        if gt is not None and item <= gt:
+            raise ParameterError.of(key, f"expected a value > {_bound(gt)}, got {item!r}")
+        if lo is not None and item < lo:
+            raise ParameterError.of(key, f"expected a value >= {_bound(lo)}, got {item!r}")
+        if hi is not None and item > hi:
+            raise ParameterError.of(key, f"expected a value <= {_bound(hi)}, got {item!r}")
+
+
+def _check_model(params: Any, key: str, name: str) -> None:
+    from .models.factory import check_model_name
+
+    try:
+        check_model_name(name)
+    except ValueError as exc:
+        raise ParameterError.of(key, str(exc)) from None
+
+
+def _check_preset(params: Any, key: str, name: str) -> None:
+    from .data.transforms import PRESETS
+
+    if name not in PRESETS:
+        raise ParameterError.of(
+            key,
+            f"unknown augmentation preset {name!r}{did_you_mean(name, PRESETS.names())} "
+            f"(expected one of: {', '.join(PRESETS.names())})",
+        )
+
+
+def part_names(data_root: str | Path = "") -> tuple[tuple[str, ...], str]:
+    """The part names a bird data set declares and where they come from: ``data_root/parts/parts.txt`` when
+    that file is there and readable (``<part_id> <part name>`` per line), else the 15 CUB-200-2011 parts (the
+    embedded set writes those; a data set without parts has no pointing game at all)."""
+    from .data.synth.cub import CUB_PART_NAMES
+
+    if data_root:
+        path = Path(data_root).expanduser() / "parts" / "parts.txt"
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+            names = tuple(line.split(maxsplit=1)[1].strip() for line in lines if len(line.split(maxsplit=1)) == 2)
+        except (OSError, UnicodeDecodeError):
+            names = ()
+        if names:
+            return names, str(path)
+    return CUB_PART_NAMES, "the CUB-200-2011 parts"
+
+
+def _check_part(params: Any, key: str, name: str) -> None:
+    if not name:  # no pointing game
+        return
+    names, source = part_names(getattr(params, "data_root", ""))
+    if name not in names:
+        raise ParameterError.of(
+            key,
+            f"unknown part {name!r}{did_you_mean(name, names)} (expected one of {source}: {', '.join(names)})",
+        )
+
+
+def _check_bbn_alpha(params: Any, key: str, value: str) -> None:
+    try:
+        number = float(value)
+    except ValueError:
+        number = None
+    if value != "cumulative" and (number is None or not 0.0 <= number <= 1.0):
+        raise ParameterError.of(key, f"expected 'cumulative' or a number in [0, 1], got {value!r}")
+
+
+_NAME_CHECKS: dict[str, Any] = {
+    "model": _check_model,
+    "preset": _check_preset,
+    "part": _check_part,
+    "bbn alpha": _check_bbn_alpha,
+}
+
+
+def available_devices() -> list[str]:
+    """The devices this process can use: ``cpu``, ``cuda:0`` ... ``cuda:N-1``, ``mps``."""
+    import torch
+
+    devices = ["cpu"]
+    if torch.cuda.is_available():
+        devices += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        devices.append("mps")
+    return devices
+
+
+def check_device(device: str, key: str = "device") -> None:
+    """ParameterError naming ``key`` when ``device`` (cuda, cuda:N, mps) is not available in this process,
+    with the devices that are; ``auto`` and ``cpu`` always are."""
+    name = str(device).strip()
+    if name in ("auto", "cpu") or not _DEVICE.fullmatch(name):
+        return
+    devices = available_devices()
+    if name == "mps":
+        ok = "mps" in devices
+    else:
+        index = int(name.partition(":")[2] or 0)
+        ok = f"cuda:{index}" in devices
+    if not ok:
+        cuda = [d for d in devices if d.startswith("cuda")]
+        what = f"{len(cuda)} CUDA device(s)" if cuda else "no CUDA device"
+        what = what if name != "mps" else "no MPS device"
+        raise ParameterError.of(
+            key, f"{name!r} asked for, but this machine has {what} (available: {', '.join(devices)}, auto)"
+        )
+
+
+def read_yaml_file(path: str | Path, what: str = "parameter file") -> Any:
+    """The YAML document of ``path``; a missing or unreadable file or a syntax error is one ParameterError
+    line: ``FILE:LINE:COLUMN: YAML syntax error: <problem>`` (no PyYAML traceback)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ParameterError(f"{what} {path} does not exist") from None
+    except UnicodeDecodeError as exc:
+        raise ParameterError(f"{what} {path} is not UTF-8 text (byte {exc.start}); expected a YAML file") from None
+    except OSError as exc:
+        raise ParameterError(f"{what} {path} cannot be read ({exc.strerror})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        problem = " ".join(str(exc.problem or exc.context or "invalid YAML").split())
+        context = f" ({' '.join(exc.context.split())})" if exc.context and exc.problem else ""
+        raise ParameterError(f"{where}: YAML syntax error: {problem}{context}") from None
+    except yaml.YAMLError as exc:
+        raise ParameterError(f"{path}: YAML syntax error: {' '.join(str(exc).split())}") from None
+
+
 # Names an IPython kernel defines by itself; they are not parameters.
 _KERNEL_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
 
@@ -119,6 +307,10 @@ class ExperimentParams:
     """Parameters shared by all notebooks (names fixed by DESIGN.md)."""
 
     NOTEBOOK: ClassVar[str] = ""
+    #: Fields holding a name, checked by :meth:`validate` against what accepts it: ``model`` (the model
+    #: factory), ``preset`` (augmentation presets), ``part`` (the data set's part names). A notebook whose
+    #: ``model`` is not a factory name drops it here.
+    NAME_FIELDS: ClassVar[dict[str, str]] = {"model": "model"}
 
     data_root: str = param(
         "", "data set root (CUB-200-2011 or ImageFolder); empty: the embedded synthetic set"
@@ -128,8 +320,8 @@ class ExperimentParams:
     img_size: int = param(224, "training/eval image side in pixels", min=16)
     batch_size: int = param(32, "mini-batch size", min=1)
     epochs: int = param(10, "number of training epochs", min=1)
-    lr: float = param(1e-3, "initial learning rate", min=0.0)
-    seed: int = param(0, "random seed (data split, init, augmentation)")
+    lr: float = param(1e-3, "initial learning rate", gt=0.0)
+    seed: int = param(0, "random seed (data split, init, augmentation)", min=0, max=2**32 - 1)
     device: str = param("auto", "auto | cpu | cuda | cuda:N | mps")
     run_dir: str = param("", "output folder; empty: outputs/runs/<notebook>/<run-id>")
     resume: bool = param(False, "resume from run_dir/checkpoints/last.pt")
@@ -172,7 +364,8 @@ class ExperimentParams:
             key = unknown[0]
             raise ParameterError(
                 f"unknown parameter '{key}' for notebook '{cls.NOTEBOOK or cls.__name__}'{did_you_mean(key, types_)} "
-                f"(known: {', '.join(sorted(types_))})"
+                f"(known: {', '.join(sorted(types_))})",
+                key=key,
             )
         kwargs = {k: coerce(k, v, types_[k]) for k, v in merged.items()}
         obj = cls(**kwargs)
@@ -183,12 +376,7 @@ class ExperimentParams:
     def from_yaml(cls, path: str | Path, **overrides: Any) -> ExperimentParams:
         """Read a YAML file of parameters (a mapping), then apply overrides."""
         path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except FileNotFoundError:
-            raise ParameterError(f"parameter file {path} does not exist") from None
-        except yaml.YAMLError as exc:
-            raise ParameterError(f"parameter file {path} is not valid YAML: {exc}") from None
+        data = read_yaml_file(path) or {}
         if not isinstance(data, dict):
             raise ParameterError(
                 f"parameter file {path}: expected a mapping of name: value, got {type(data).__name__}"
@@ -219,14 +407,16 @@ class ExperimentParams:
 
     # ------------------------------------------------------------------ checks and export
     def validate(self) -> None:
-        """Check numeric bounds given in the field metadata."""
+        """Everything that needs no data: numeric bounds of the field metadata (floats finite too), the
+        ``device`` spelling and the names in ``NAME_FIELDS`` (models, augmentation presets, CAM parts). A
+        ParameterError names the parameter, the value and what was expected."""
         for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            lo, hi = f.metadata.get("min"), f.metadata.get("max")
-            if lo is not None and isinstance(value, (int, float)) and value < lo:
-                raise ParameterError(f"parameter '{f.name}': expected a value >= {lo}, got {value!r}")
-            if hi is not None and isinstance(value, (int, float)) and value > hi:
-                raise ParameterError(f"parameter '{f.name}': expected a value <= {hi}, got {value!r}")
+            _check_bounds(f.name, getattr(self, f.name), f.metadata)
+        device = str(getattr(self, "device", "auto")).strip()
+        if not _DEVICE.fullmatch(device):
+            raise ParameterError.of("device", f"expected auto, cpu, cuda, cuda:N or mps, got {device!r}")
+        for name, kind in self.NAME_FIELDS.items():
+            _NAME_CHECKS[kind](self, name, getattr(self, name))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -244,13 +434,16 @@ class BirdParams(ExperimentParams):
     """The bird notebook (CUB-200-2011 style). Defaults: the embedded CPU run."""
 
     NOTEBOOK: ClassVar[str] = "bird"
+    NAME_FIELDS: ClassVar[dict[str, str]] = {
+        "model": "model", "model_b": "model", "augment": "preset", "pointing_part": "part"
+    }
 
     model: str = param("tf_efficientnet_lite0", "backbone (report: efficientnet-b4)")
     pretrained: bool = param(True, "ImageNet weights (lite0 ships offline; others need weights or download)")
     img_size: int = param(96, "image side (report: 380)", min=16)
     batch_size: int = param(32, "mini-batch size (report: 24)", min=1)
     epochs: int = param(12, "epochs (report: 200)", min=1)
-    lr: float = param(0.01, "SGD learning rate (report: 0.005)", min=0.0)
+    lr: float = param(0.01, "SGD learning rate (report: 0.005)", gt=0.0)
     synth_classes: int = param(10, "embedded set: number of classes", min=2, max=200)
     synth_per_class: int = param(150, "embedded set: images per class", min=2)
     synth_size: int = param(128, "embedded set: image side in pixels", min=32)
@@ -286,6 +479,7 @@ class Cifar100Params(ExperimentParams):
     """The cifar100 notebook. Defaults: the embedded CPU run (synthetic CIFAR-100 files, lite0 at 64 px)."""
 
     NOTEBOOK: ClassVar[str] = "cifar100"
+    NAME_FIELDS: ClassVar[dict[str, str]] = {"model": "model", "augment": "preset"}
 
     data_root: str = param("", "folder holding cifar-100-python/; empty: the embedded synthetic set")
     model: str = param(
@@ -298,7 +492,7 @@ class Cifar100Params(ExperimentParams):
     )
     batch_size: int = param(64, "mini-batch size (report: 32 or 64)", min=1)
     epochs: int = param(5, "epochs (report: 200)", min=1)
-    lr: float = param(1e-3, "AdamW learning rate (report: 1e-3 EfficientNet, 3e-5 Swin)", min=0.0)
+    lr: float = param(1e-3, "AdamW learning rate (report: 1e-3 EfficientNet, 3e-5 Swin)", gt=0.0)
     download: bool = param(False, "allow downloading CIFAR-100 / weights (needs internet)")
     synth_train_per_class: int = param(20, "embedded set: training images per class", min=1)
     synth_test_per_class: int = param(5, "embedded set: test images per class", min=1)
@@ -326,6 +520,7 @@ class InatBBNParams(ExperimentParams):
     """The inat_bbn notebook (long-tailed iNaturalist-2019). Defaults: the embedded CPU run."""
 
     NOTEBOOK: ClassVar[str] = "inat_bbn"
+    NAME_FIELDS: ClassVar[dict[str, str]] = {"model": "model", "augment": "preset", "alpha": "bbn alpha"}
 
     data_root: str = param(
         "", "iNat-2019 root (train2019.json, val2019.json, images); empty: embedded synthetic"
@@ -339,7 +534,7 @@ class InatBBNParams(ExperimentParams):
     )
     batch_size: int = param(32, "mini-batch size (report: 128)", min=1)
     epochs: int = param(12, "epochs (report: 180)", min=1)
-    lr: float = param(0.01, "SGD learning rate (report: 0.05)", min=0.0)
+    lr: float = param(0.01, "SGD learning rate (report: 0.05)", gt=0.0)
     synth_classes: int = param(30, "embedded set: number of classes", min=2, max=200)
     synth_max_per_class: int = param(60, "embedded set: images of the largest class", min=1)
     synth_imbalance: float = param(20.0, "embedded set: imbalance ratio n_max / n_min", min=1.0)
@@ -382,6 +577,7 @@ class MultilabelParams(ExperimentParams):
     """The multilabel notebook (14 labels, half the images without any). Defaults: the embedded CPU run."""
 
     NOTEBOOK: ClassVar[str] = "multilabel"
+    NAME_FIELDS: ClassVar[dict[str, str]] = {"model": "model", "augment": "preset"}
 
     data_root: str = param(
         "", "folder with images/ and annotations/<label>.txt; empty: the embedded synthetic set"
@@ -397,7 +593,7 @@ class MultilabelParams(ExperimentParams):
     batch_size: int = param(32, "mini-batch size (report: 32)", min=1)
     epochs: int = param(6, "epochs (report: 20)", min=1)
     lr: float = param(
-        0.01, "peak LR of the one-cycle schedule / Adam LR (report: 0.01 SGD, 1e-3 Adam)", min=0.0
+        0.01, "peak LR of the one-cycle schedule / Adam LR (report: 0.01 SGD, 1e-3 Adam)", gt=0.0
     )
     synth_images: int = param(1500, "embedded set: number of images", min=20)
     synth_size: int = param(128, "embedded set: image side (report: 128)", min=32)
@@ -429,3 +625,35 @@ def params_class(notebook: str) -> type[ExperimentParams]:
             f"{did_you_mean(notebook, notebook_names())}"
         ) from None
     return declaration.params_class()
+
+
+def check_command_line(
+    notebook: str, files: list[str] | None, pairs: list[list[str]] | None, *, device: bool = True
+) -> ExperimentParams:
+    """What ``fgvc run`` and ``fgvc train`` check before a kernel starts or a run folder exists: the
+    parameter files (later wins), then ``-p key value`` pairs, as the notebook's typed parameters, and the
+    device when ``device``. A ParameterError names where the bad value was given (``-p lr: ...`` or
+    ``file.yaml: parameter 'lr': ...``), the value and what was expected."""
+    from .execution import _overrides
+
+    cls = params_class(notebook)
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for file in files or []:
+        data = read_yaml_file(file) or {}
+        if not isinstance(data, dict):
+            raise ParameterError(
+                f"parameter file {file}: expected a mapping of name: value, got {type(data).__name__}"
+            )
+        values.update(data)
+        sources.update(dict.fromkeys(map(str, data), str(file)))
+    for key, _ in pairs or []:
+        sources[key] = f"-p {key}"
+    values.update(_overrides(pairs))
+    try:
+        params = cls.from_dict(values)
+        if device:
+            check_device(params.device)
+    except ParameterError as exc:
+        raise exc.with_source(sources.get(exc.key or "")) from None
+    return params

@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 
 from .catalog import get_notebook
-from .config import ParameterError, params_class
+from .config import ParameterError, params_class, read_yaml_file
 from .fileio import OUTPUT_ERRNOS, OutputWriteError, describe_write_error, write_text_atomic
 from .param_paths import path_params, resolve_param_paths
 from .resume import resume_values
@@ -77,26 +77,10 @@ def _overrides(pairs: list[list[str]] | None) -> dict[str, Any]:
     return values
 
 
-def yaml_error_line(exc: yaml.YAMLError) -> str:
-    """A PyYAML error in one line: ``line L, column C: <problem> (<context>)``."""
-    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-    problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
-    context = getattr(exc, "context", None)
-    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-    return where + problem + (f" ({context})" if context else "")
-
-
 def read_parameter_file(file: str | Path) -> dict[str, Any]:
-    """A YAML parameter file as a mapping; ParameterError naming the file (and line) when it is not one."""
-    path = Path(file)
-    if not path.is_file():
-        raise ParameterError(f"parameter file {file}: does not exist")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ParameterError(f"parameter file {file} is not valid YAML: {yaml_error_line(exc)}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ParameterError(f"parameter file {file}: cannot be read ({exc})") from None
+    """A YAML parameter file as a mapping; ParameterError naming the file (and ``FILE:LINE:COLUMN`` of a syntax
+    error, :func:`fgvc_lib.config.read_yaml_file`) when it is not one."""
+    data = read_yaml_file(file) or {}
     if not isinstance(data, dict):
         raise ParameterError(f"parameter file {file}: expected a mapping of name: value")
     return data

@@ -141,13 +141,30 @@ def test_run_id_is_stable_readable_and_ignores_excluded_keys():
     assert out.stdout.strip() == rid
 
 
-def test_run_id_is_sanitised_and_truncated():
-    p = resolved(data_root="/data/CUB 200 (v2)", model="a" * 100)
-    rid = g.run_id(p, ["data_root", "model"])
+def test_run_id_is_sanitised_and_drops_whole_values_only():
+    p = resolved(data_root="/data/CUB 200 (v2)", weights="/w/" + "a" * 100)
+    rid = g.run_id(p, ["data_root", "weights"])
     assert all(c.isalnum() or c in "._=-" for c in rid)
-    assert rid.startswith("data_root=data-CUB-200-v2-model=aaa")
+    assert rid == "data_root=data-CUB-200-v2-" + rid.rsplit("-", 1)[1]  # the 100-letter value is left out whole
     assert len(rid) <= g.READABLE_ID_MAX + 9
     assert g.run_id(p, []) == rid.rsplit("-", 1)[1]
+    assert g.run_id(resolved(data_root="/x", weights="/w/b"), ["weights", "data_root"]).startswith(
+        "weights=w-b-data_root=x-"
+    )
+
+
+def test_run_ids_of_the_cifar100_table_never_cut_a_value():
+    """The table's ids used to end in ``upsample_size=3-<hash>`` (384 cut to fit): a part is whole or absent."""
+    spec = g.load_grid(ROOT_DIR / "parameters" / "cifar100_table1.yaml")
+    records, varying = g.plan_runs(spec)
+    assert len({r.run_id for r in records}) == len(records) == 10
+    for record in records:
+        readable, digest = record.run_id.rsplit("-", 1)
+        assert len(digest) == 8 and len(readable) <= g.READABLE_ID_MAX
+        for key in varying:
+            value = grid_plan._short_value(record.params[key])
+            if f"{key}=" in readable:
+                assert f"{key}={value}-" in readable + "-", (key, value, record.run_id)
 
 
 # ---------------------------------------------------------------------------------------------- validation
@@ -324,7 +341,7 @@ def test_workers_pin_their_gpu_before_running(monkeypatch):
 # ---------------------------------------------------------------------------------------------- report
 def fake_run(grid_dir: Path, rid: str, params: dict, status: str, history: list[float] | None, **metrics):
     folder = grid_dir / rid
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)
     payload = {"notebook": "bird", "params": params, "status": status, "seconds": 3.0, **metrics}
     (folder / "metrics.json").write_text(json.dumps(payload))
     if history is not None:
@@ -334,6 +351,8 @@ def fake_run(grid_dir: Path, rid: str, params: dict, status: str, history: list[
 
 def test_report_tables_and_figures_without_kernels(tmp_path):
     grid_dir = tmp_path / "runs" / "fake"
+    grid_dir.mkdir(parents=True)
+    (grid_dir / "grid.yaml").write_text(yaml.safe_dump({"spec": {"notebook": "bird"}, "runs": ["a", "b", "c"]}))
     common = {"epochs": 3, "run_dir": "x", "device": "cpu"}
     fake_run(grid_dir, "a", {**common, "loss": "ce", "lr": 0.1}, "finished", [0.2, 0.4, 0.5], top1_acc=0.5)
     fake_run(grid_dir, "b", {**common, "loss": "ohem", "lr": 0.1}, "finished", [0.3, 0.5, 0.6], top1_acc=0.6)
@@ -474,3 +493,183 @@ def test_cifar100_table1_tiny_preset_swaps_in_cpu_stand_ins():
     models = {(r["model"], r["pretrained"]) for r in runs}
     assert models == {("tf_efficientnet_lite0", True), ("swin_tiny_patch4_window7_224", False)}
     assert all(r["data_root"] == "" and not r["download"] and r["epochs"] == 2 for r in runs)
+
+
+# ---------------------------------------------------------------------------------------------- Ctrl-C
+def test_worker_records_an_interrupted_run_and_starts_none_after_stop(tmp_path, monkeypatch):
+    from fgvc_lib.grid import worker
+
+    def interrupted(notebook, values, progress=False):
+        folder = Path(values["run_dir"])
+        (folder / "checkpoints").mkdir(parents=True)
+        (folder / "checkpoints" / "last.pt").write_bytes(b"x")
+        (folder / "history.csv").write_text("epoch,train_loss\n1,0.5\n2,0.4\n")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(execution, "execute_notebook", interrupted)
+    run_dir = tmp_path / "r1"
+    out = g.execute_run("bird", {"epochs": 4}, {"epochs": 4, "run_dir": str(run_dir)}, str(run_dir))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert out["status"] == metrics["status"] == "interrupted" and metrics["epochs_run"] == 2
+    assert "last.pt kept after epoch 2" in metrics["error"] and metrics["params"]["epochs"] == 4
+    assert grid_plan.is_resumable(run_dir)
+
+    class Stopped:
+        def is_set(self):
+            return True
+
+    monkeypatch.setattr(worker, "_STOP_EVENT", Stopped())
+    run_dir = tmp_path / "r2"
+    assert g.execute_run("bird", {}, {"run_dir": str(run_dir)}, str(run_dir))["status"] == "planned"
+    assert not run_dir.exists()  # a run the grid was stopped before never starts
+
+
+SLOW_MODULE = '''
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from fgvc_lib.catalog import Notebook, register_notebook
+from fgvc_lib.config import ExperimentParams, param
+from fgvc_lib.engine import Trainer
+from fgvc_lib.experiments.base import Experiment
+
+
+@dataclass
+class SlowParams(ExperimentParams):
+    NOTEBOOK: ClassVar[str] = "slow"
+    NAME_FIELDS: ClassVar[dict] = {}
+
+    pause: float = param(0.25, "seconds per training batch", min=0.0)
+
+
+class SlowLinear(torch.nn.Linear):
+    pause = 0.0
+
+    def forward(self, x):
+        if self.training:
+            time.sleep(self.pause)
+        return super().forward(x)
+
+
+class SlowExperiment(Experiment):
+    NOTEBOOK = "slow"
+    PARAMS = SlowParams
+
+    def _build(self):
+        p = self.params
+        g = torch.Generator().manual_seed(p.seed)
+        x = torch.randn(32, 4, generator=g)
+        y = (x[:, 0] > 0).long()
+        self.train_loader = DataLoader(TensorDataset(x, y), batch_size=p.batch_size, shuffle=True,
+                                       generator=torch.Generator().manual_seed(p.seed))
+        self.val_loader = DataLoader(TensorDataset(x, y), batch_size=32)
+        self.model = SlowLinear(4, 2)
+        self.model.pause = p.pause
+        self.trainer = Trainer(self.model, torch.optim.SGD(self.model.parameters(), lr=p.lr),
+                               torch.nn.CrossEntropyLoss(), epochs=p.epochs, device=self.device,
+                               run_dir=self.run_dir, seed=p.seed, progress=False)
+        if p.resume:
+            self.trainer.resume()
+
+    def _run(self):
+        history = self.trainer.fit(self.train_loader, self.val_loader)
+        return {"val_acc": history[-1]["val_acc"], "epochs_run": len(history)}
+
+
+register_notebook(Notebook(name="slow", params="slow_nb:SlowParams", experiment="slow_nb:SlowExperiment",
+                           path=str(Path(__file__).with_name("slow.ipynb")), description="slow toy"))
+'''
+
+
+@pytest.fixture(scope="module")
+def slow_notebook(tmp_path_factory):
+    """A plugin notebook (``FGVC_NOTEBOOKS``) whose runs take a few seconds: 4 batches of 0.25 s per epoch."""
+    import nbformat
+
+    from fgvc_lib.config import ExperimentParams
+
+    root = tmp_path_factory.mktemp("slow")
+    (root / "slow_nb.py").write_text(SLOW_MODULE)
+    values = {**ExperimentParams().to_dict(), "pause": 0.25}
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("\n".join(f"{k} = {v!r}" for k, v in values.items()),
+                                  metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell(
+            "from slow_nb import SlowExperiment, SlowParams\n"
+            "result = SlowExperiment(SlowParams.from_namespace(globals())).run()"
+        ),
+    ]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, root / "slow.ipynb")
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH", "")) if p),
+        "FGVC_NOTEBOOKS": "slow_nb",
+        "FGVC_OUTPUTS": str(root / "outputs"),
+    }
+    grid = write_grid(root, {"notebook": "slow", "name": "slow_grid",
+                             "base": {"epochs": 5, "batch_size": 8, "device": "cpu", "num_workers": 0},
+                             "axes": {"seed": [0, 1]}})
+    return root, env, grid
+
+
+def _wait_for(predicate, timeout: float, proc: subprocess.Popen) -> None:
+    import time
+
+    deadline = time.time() + timeout
+    while not predicate():
+        if proc.poll() is not None or time.time() > deadline:
+            out, err = proc.communicate(timeout=60) if proc.poll() is None else proc.communicate()
+            raise AssertionError(f"gave up waiting (rc {proc.returncode}):\n{out[-3000:]}\n{err[-3000:]}")
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("target", ["process-group", "main-process"])
+def test_ctrl_c_stops_the_queue_marks_interrupted_and_a_rerun_resumes(slow_notebook, target):
+    """Ctrl-C in a terminal (SIGINT to the process group) or ``kill -INT`` of ``fgvc grid`` alone, during the
+    first of two runs (one worker): the queued run never starts, the running one is ``interrupted`` with its
+    checkpoint, one line says what was kept and how to resume; the same command then resumes it (checked
+    once)."""
+    import shutil
+    import signal
+
+    root, env, grid = slow_notebook
+    grid_dir = root / "outputs" / "runs" / "slow_grid"
+    shutil.rmtree(grid_dir, ignore_errors=True)
+    command = [sys.executable, "-m", "fgvc_lib.cli", "grid", str(grid), "--gpus", "none", "--no-progress"]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        _wait_for(lambda: any(grid_dir.glob("*/checkpoints/last.pt")), 240, proc)
+        if target == "process-group":
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            os.kill(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, out[-3000:] + err[-3000:]
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("fgvc grid: interrupted: 1 interrupted, 1 not started"), err[-3000:]
+    assert f"resume with: fgvc grid {grid} --gpus none" in line and "Traceback" not in err
+    runs = [p for p in grid_dir.iterdir() if p.is_dir() and (p / "metrics.json").exists()]
+    assert len(runs) == 1  # the queued runs never started
+    metrics = json.loads((runs[0] / "metrics.json").read_text())
+    assert metrics["status"] == "interrupted" and (runs[0] / "checkpoints" / "last.pt").is_file()
+    assert 1 <= metrics["epochs_run"] < 5
+    if target == "main-process":
+        return
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert f"resuming 1 interrupted run(s) from their checkpoints: {runs[0].name}" in again.stdout
+    assert "2 runs: 2 finished" in again.stdout
+    resumed = json.loads((runs[0] / "metrics.json").read_text())
+    assert resumed["status"] == "finished" and resumed["epochs_run"] == 5 and resumed["params"]["resume"] is True
+    assert not [p for p in grid_dir.iterdir() if ".interrupted-" in p.name]  # resumed in place

@@ -23,7 +23,7 @@ from .. import distributed as ddp
 from .. import plots
 from ..callbacks import LiveLearningCurves
 from ..cam import check_cam_method, compute_cams, overlay, pointing_game, resolve_cam_layers
-from ..config import ExperimentParams, ParameterError
+from ..config import ExperimentParams, ParameterError, check_device
 from ..data.datasets import ImageListDataset
 from ..data.transforms import denormalize
 from ..data.verify import verify_datasets
@@ -60,6 +60,7 @@ class Experiment:
         for name in path_params(type(self.params)):  # relative paths: the working folder's (a notebook's)
             if isinstance(getattr(self.params, name, None), str):
                 setattr(self.params, name, resolve_path(getattr(self.params, name), Path.cwd()))
+        check_device(self.params.device)  # a device this machine lacks: refused before the run folder exists
         self.started = time.time()
         # under torchrun: join the process group; rank 0 makes the run folder and tells the others
         wants_cuda = torch.cuda.is_available() and not str(self.params.device).startswith(("cpu", "mps"))

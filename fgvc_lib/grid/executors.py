@@ -18,30 +18,75 @@ SLURM jobs are listed in ``<grid folder>/submitit/jobs.json`` until their run ha
 ``wait=False`` (``--no-wait``) the runner submits and returns, and :func:`write_report` (``fgvc report``)
 later records jobs that died without a result; a rerun of the grid refuses to start a run whose job is
 still queued or running.
+
+Ctrl-C (SIGINT to the ``fgvc grid`` process, or to its whole process group from a terminal): no queued run
+starts after it; the running ones are stopped and recorded ``interrupted`` in their ``metrics.json``
+(:func:`~fgvc_lib.grid.worker.settle_interrupted`; their checkpoints stay), then :class:`GridInterrupted` is
+raised. A second Ctrl-C stops waiting for them. SLURM jobs are not stopped: they keep running on the cluster.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import multiprocessing
 import os
 import queue as _queue
 import re
+import signal
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, as_completed
+from concurrent.futures import TimeoutError as FuturesTimeout
+from concurrent.futures import wait as wait_futures
 from pathlib import Path
 from typing import Any
 
 from ..runs import write_text_atomic
 from .plan import RunRecord, _read_json, _shorten
 from .spec import ExecutorConfig, GridSpec
-from .worker import _pin_process, error_text, execute_run, run_job, settle_run
+from .worker import (
+    _pin_process,
+    _worker_setup,
+    error_text,
+    execute_run,
+    run_job,
+    settle_interrupted,
+    settle_run,
+)
 
 #: Seconds between two looks at the jobs (a look is a stat of each result file; sacct is rate-limited by submitit).
 POLL_SECONDS = {"slurm": 5.0, "submitit-local": 0.5}
 _JOB_ERROR_LINE = 200
+#: Seconds Ctrl-C waits for the running runs to stop and record themselves before giving up on them.
+INTERRUPT_WAIT_SECONDS = 120.0
+
+
+class GridInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped the grid: no queued run started after it, the running runs were recorded ``interrupted``
+    (``records`` is every run of the plan, each with its status; ``note`` says what keeps running, if
+    anything, e.g. SLURM jobs)."""
+
+    def __init__(self, records: list[RunRecord] | None = None, note: str = ""):
+        super().__init__(note or "grid interrupted")
+        self.records = list(records or [])
+        self.note = note
+
+    def summary(self, grid_dir: str | Path, resume: str) -> str:
+        """One line: what finished, what was interrupted (and kept), what did not start, and the command that
+        resumes."""
+        counts: dict[str, int] = {}
+        for record in self.records:
+            state = "not started" if record.status == "planned" else record.status
+            counts[state] = counts.get(state, 0) + 1
+        order = ("finished", "skipped", "failed", "interrupted", "submitted", "not started")
+        done = ", ".join(f"{counts[k]} {k}" for k in order if counts.get(k))
+        note = f"; {self.note}" if self.note else ""
+        return (
+            f"interrupted: {done or 'nothing ran'}; every run folder is kept in {grid_dir} (interrupted runs "
+            f"keep their checkpoints){note}; resume with: {resume}"
+        )
 
 
 # ---------------------------------------------------------------------------------------------- the interface
@@ -140,9 +185,10 @@ def default_gpus() -> list[int]:
         return []
 
 
-def _init_worker(gpu_queue: Any, threads: int) -> None:
+def _init_worker(gpu_queue: Any, threads: int, stop: Any = None) -> None:
     """Pool initializer: take one GPU (a CUDA_VISIBLE_DEVICES value) and a share of the CPU cores before this
-    worker starts any kernel (kernels inherit the environment)."""
+    worker starts any kernel (kernels inherit the environment); SIGINT only reaches a running run."""
+    _worker_setup(stop)
     try:
         value = gpu_queue.get(timeout=30)
     except _queue.Empty:
@@ -150,15 +196,16 @@ def _init_worker(gpu_queue: Any, threads: int) -> None:
     _pin_process(value, threads)
 
 
-def worker_pool(jobs: int, gpus: list[int] | None) -> ProcessPoolExecutor:
-    """``jobs`` spawned worker processes; with ``gpus``, each pins itself to one of them (round-robin)."""
+def worker_pool(jobs: int, gpus: list[int] | None, stop: Any = None) -> ProcessPoolExecutor:
+    """``jobs`` spawned worker processes; with ``gpus``, each pins itself to one of them (round-robin).
+    ``stop``: an event of the spawn context; once set, the workers start no run."""
     ctx = multiprocessing.get_context("spawn")
     gpu_queue = ctx.Queue()
     for i in range(jobs):
         gpu_queue.put(cuda_visible_value(gpus[i % len(gpus)]) if gpus else None)
     threads = threads_per_job(jobs) if jobs > 1 else 0
     return ProcessPoolExecutor(
-        max_workers=jobs, mp_context=ctx, initializer=_init_worker, initargs=(gpu_queue, threads)
+        max_workers=jobs, mp_context=ctx, initializer=_init_worker, initargs=(gpu_queue, threads, stop)
     )
 
 
@@ -169,26 +216,69 @@ class LocalExecutor(Executor):
         return f"jobs {self.jobs}{self._pinned}"
 
     def run(self, todo: list[RunRecord], *, wait: bool = True) -> None:
+        """At most ``jobs`` runs are handed to the pool at a time (a run handed over has started or is about
+        to), so Ctrl-C leaves nothing queued in the pool: see :meth:`_interrupt`."""
         notebook = self.spec.notebook
-        pool = worker_pool(min(self.jobs, len(todo)), self.gpus)
+        workers = min(self.jobs, len(todo))
+        stop = multiprocessing.get_context("spawn").Event()
+        pool = worker_pool(workers, self.gpus, stop)
         bar = self._progress_bar(len(todo))
+        queue, futures = list(todo), {}
+        self._done = 0
         try:
-            futures: dict[Future, RunRecord] = {
-                pool.submit(execute_run, notebook, r.overrides, r.params, str(r.run_dir)): r for r in todo
-            }
-            for done, future in enumerate(as_completed(futures), start=1):
-                record = futures[future]
-                try:
-                    outcome = future.result()
-                except Exception as exc:  # the worker process itself died (BrokenProcessPool ...)
-                    outcome = settle_run(notebook, record.params, record.run_dir, error_text(exc), 0.0)
-                self._conclude(record, outcome, done, len(todo), bar)
+            try:
+                while queue or futures:
+                    while queue and len(futures) < workers:
+                        r = queue.pop(0)
+                        futures[pool.submit(execute_run, notebook, r.overrides, r.params, str(r.run_dir))] = r
+                    ended, _ = wait_futures(futures, return_when=FIRST_COMPLETED)
+                    for future in ended:
+                        self._settle_future(futures.pop(future), future, len(todo), bar)
+            except KeyboardInterrupt:
+                self._interrupt(pool, stop, futures, len(todo), bar)
+                raise GridInterrupted() from None
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True)
             raise
         finally:
             bar.close()
         pool.shutdown(wait=True)
+
+    def _settle_future(self, record: RunRecord, future: Future, total: int, bar: Any) -> None:
+        try:
+            outcome = future.result()
+        except Exception as exc:  # the worker process itself died (BrokenProcessPool ...)
+            outcome = settle_run(self.spec.notebook, record.params, record.run_dir, error_text(exc), 0.0)
+        if outcome["status"] == "planned":  # the grid was stopped before it started
+            return
+        self._done += 1
+        self._conclude(record, outcome, self._done, total, bar)
+
+    def _interrupt(
+        self, pool: ProcessPoolExecutor, stop: Any, futures: dict[Future, RunRecord], total: int, bar: Any
+    ) -> None:
+        """Ctrl-C: no run starts any more (``stop``), the running ones get SIGINT (a terminal's Ctrl-C already
+        sent it to the whole process group; a worker acts on the first only) and settle ``interrupted``; a
+        second Ctrl-C, or runs that take longer than INTERRUPT_WAIT_SECONDS, end the waiting: their workers
+        are terminated and the runs recorded ``interrupted`` here."""
+        stop.set()
+        processes = list((getattr(pool, "_processes", None) or {}).values())
+        for process in processes:
+            with contextlib.suppress(OSError):  # already gone
+                os.kill(process.pid, signal.SIGINT)
+        self.log(f"Ctrl-C: stopping {len(futures)} running run(s); no queued run starts (Ctrl-C again: stop now)")
+        try:
+            for future in as_completed(list(futures), timeout=INTERRUPT_WAIT_SECONDS):
+                self._settle_future(futures.pop(future), future, total, bar)
+        except (KeyboardInterrupt, FuturesTimeout):
+            for process in processes:
+                with contextlib.suppress(OSError):  # already gone
+                    process.terminate()
+            for future, record in list(futures.items()):
+                futures.pop(future)
+                outcome = settle_interrupted(self.spec.notebook, record.params, record.run_dir, 0.0)
+                self._done += 1
+                self._conclude(record, outcome, self._done, total, bar)
 
 
 # ---------------------------------------------------------------------------------------------- submitit jobs
@@ -389,22 +479,51 @@ class SubmititExecutor(Executor):
                     self._conclude(record, outcome, done, len(todo), bar)
                 if not ended:
                     time.sleep(POLL_SECONDS[config.kind])
-        except BaseException:
+        except BaseException as exc:
             if slurm:
                 array = str(running[0][1].job_id).split("_")[0] if running else "?"
-                log(
-                    f"stopped waiting: the SLURM jobs keep running (scancel {array} stops them); "
-                    f"once they are done: fgvc report {grid_dir}"
+                note = (
+                    f"the SLURM jobs keep running (scancel {array} stops them); once they are done: "
+                    f"fgvc report {grid_dir}"
                 )
-            else:
-                for _, job, _ in running:
-                    job.cancel(check=False)
-            raise
+                log(f"stopped waiting: {note}")
+                if isinstance(exc, KeyboardInterrupt):
+                    raise GridInterrupted(note=note) from None
+                raise
+            for _, job, _ in running:
+                job.cancel(check=False)  # submitit-local: SIGINT, the run settles 'interrupted'
+            if not isinstance(exc, KeyboardInterrupt):
+                raise
+            for record, outcome in self._stopped_jobs(running):
+                done += 1
+                self._conclude(record, outcome, done, len(todo), bar)
+            raise GridInterrupted() from None
         finally:
             bar.close()
             if slurm:  # the jobs waited for have concluded: only the others stay listed
                 waited = {r.run_id for r in todo} - {r.run_id for r, _, _ in running}
                 _write_jobs(grid_dir, {k: v for k, v in _read_jobs(grid_dir).items() if k not in waited})
+
+    def _stopped_jobs(self, running: list[tuple[RunRecord, Any, int]]) -> list[tuple[RunRecord, dict[str, Any]]]:
+        """The outcomes of cancelled local jobs: what each returned (``interrupted``, or ``finished`` if it
+        just had), else - no result within INTERRUPT_WAIT_SECONDS, or a second Ctrl-C - ``interrupted``
+        recorded here."""
+        deadline = time.time() + INTERRUPT_WAIT_SECONDS
+        out = []
+        for record, job, _ in running:
+            outcome = None
+            try:
+                while not job.done() and time.time() < deadline:
+                    time.sleep(0.2)
+                outcome = job.result() if job.done() else None
+            except KeyboardInterrupt:
+                deadline = 0.0
+            except Exception:
+                outcome = None
+            if not isinstance(outcome, dict) or "status" not in outcome:
+                outcome = settle_interrupted(self.spec.notebook, record.params, record.run_dir, 0.0)
+            out.append((record, outcome))
+        return out
 
     def _submit_array(self, executor: Any, queue: list[RunRecord]) -> list[tuple[RunRecord, Any, int]]:
         """Every run of ``queue`` in ONE SLURM job array, remembered in ``jobs.json``; (record, job, -1) each."""

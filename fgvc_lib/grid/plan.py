@@ -12,8 +12,10 @@ Layout: ``outputs/runs/<name>/<run-id>/`` per run (the run folder of ``fgvc run`
 and preset used, run ids in plan order), ``summary.csv``, ``summary.md`` and ``figures/compare_<axis>.png``.
 A run id is ``<varying key=value ...>-<sha1[:8] of the resolved parameters>``; a folder whose
 ``metrics.json`` says ``finished`` (or ``failed``, unless ``retry_failed``) is skipped, so rerunning a grid
-only runs what is missing. Earlier folders are never deleted: a failed run that is retried, or a folder left
-by an interrupted run, is renamed to ``<run-id>.failed-<time>`` / ``<run-id>.interrupted-<time>`` first.
+only runs what is missing. A run that did not end (``interrupted`` by Ctrl-C, or killed: no status) and has
+``checkpoints/last.pt`` is resumed in its folder (``resume: true``). Earlier folders are never deleted: a
+failed run that is retried, or an unfinished one without a checkpoint, is renamed to
+``<run-id>.failed-<time>`` / ``<run-id>.interrupted-<time>`` first.
 """
 
 from __future__ import annotations
@@ -40,9 +42,9 @@ from .spec import GridSpec
 
 #: Parameters that do not change a run's result: left out of its id, its identity and the readable id part.
 ID_EXCLUDED = ("run_dir", "progress", "resume", "device", "num_workers")
-STATUSES = ("finished", "failed", "skipped", "planned", "submitted")
+STATUSES = ("finished", "failed", "interrupted", "skipped", "planned", "submitted")
 READABLE_ID_MAX = 80
-READABLE_VALUE_MAX = 24
+READABLE_VALUE_MAX = 40
 _MOVED_ASIDE = re.compile(r"\.(failed|interrupted)-\d{8}-\d{6}(-\d+)?$")
 _UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9._=-]+")
 
@@ -210,15 +212,20 @@ def _short_value(value: Any) -> str:
 
 def run_id(params: Mapping[str, Any], varying: list[str]) -> str:
     """``<key=value-...>-<hash8>``: readable varying values plus sha1 of the canonical JSON of ``params``
-    without ID_EXCLUDED keys; the same in every process and invocation."""
+    without ID_EXCLUDED keys; the same in every process and invocation.
+
+    Values are never cut: a ``key=value`` part whose value is longer than READABLE_VALUE_MAX, or that would
+    take the readable part past READABLE_ID_MAX, is left out whole (the hash still tells the runs apart)."""
     digest = hashlib.sha1(_identity(params).encode("utf-8")).hexdigest()[:8]
-    parts = []
+    readable = ""
     for key in varying:
         if key in ID_EXCLUDED:
             continue
-        value = _UNSAFE_ID_CHARS.sub("-", _short_value(params.get(key))).strip("-")[:READABLE_VALUE_MAX]
-        parts.append(f"{_UNSAFE_ID_CHARS.sub('-', key)}={value or 'none'}")
-    readable = re.sub(r"-{2,}", "-", "-".join(parts))[:READABLE_ID_MAX].strip("-.")
+        value = re.sub(r"-{2,}", "-", _UNSAFE_ID_CHARS.sub("-", _short_value(params.get(key)))).strip("-.")
+        part = f"{_UNSAFE_ID_CHARS.sub('-', key)}={value or 'none'}"
+        if len(value) > READABLE_VALUE_MAX or len(readable) + len(part) + 1 > READABLE_ID_MAX:
+            continue
+        readable = f"{readable}-{part}" if readable else part
     return f"{readable}-{digest}" if readable else digest
 
 
@@ -235,11 +242,12 @@ class RunRecord:
     run_id: str
     run_dir: Path
     params: dict[str, Any]
-    status: str = "planned"  # finished | failed | skipped | planned | submitted (not waited for)
+    status: str = "planned"  # finished | failed | interrupted | skipped | planned | submitted (not waited for)
     error: str | None = None
     seconds: float = 0.0
     overrides: dict[str, Any] = field(default_factory=dict)  # the values injected into the notebook
     job_id: str | None = None  # the submitit job that ran it (slurm / submitit-local executors)
+    resume: bool = False  # planned to continue an interrupted run from its checkpoints/last.pt
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -317,9 +325,19 @@ def plan_runs(
             record.run_id, record.run_dir, record.status = folder.name, folder, "skipped"
             record.error = previous.get("error") if state == "failed" else None
             record.seconds = float(previous.get("seconds") or 0.0)
-        record.params = {**params, "run_dir": str(record.run_dir)}
+        elif folder is not None and is_resumable(folder):
+            record.run_id, record.run_dir, record.resume = folder.name, folder, True
+            record.overrides["resume"] = True
+        record.params = {**params, "run_dir": str(record.run_dir), **({"resume": True} if record.resume else {})}
         records.append(record)
     return records, varying
+
+
+def is_resumable(folder: Path) -> bool:
+    """A run folder of a run that did not end (``metrics.json`` says ``interrupted``, or has no status: the
+    process was killed) and that has a checkpoint to continue from."""
+    state = (_read_json(folder / "metrics.json") or {}).get("status")
+    return state in (None, "interrupted", "running") and (folder / "checkpoints" / "last.pt").is_file()
 
 
 def _write_grid_record(spec: GridSpec, preset: str | None, records: list[RunRecord], grid_dir: Path) -> Path:
@@ -350,5 +368,6 @@ def format_plan(records: list[RunRecord]) -> str:
     lines = []
     for r in records:
         values = " ".join(f"{k}={_short_value(r.params.get(k))}" for k in varying)
-        lines.append(f"{r.status:8s} {r.run_id}  {values}".rstrip())
+        status = "resume" if r.resume and r.status == "planned" else r.status
+        lines.append(f"{status:8s} {r.run_id}  {values}".rstrip())
     return "\n".join(lines)

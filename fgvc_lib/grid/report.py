@@ -1,44 +1,112 @@
-"""The report of a grid folder: ``summary.csv``, ``summary.md`` (varying parameters, status, main metrics,
-errors) and ``figures/compare_<axis>.png`` (a metric per epoch, one line per run, coloured by one axis)."""
+"""The report of a run folder collection: ``summary.csv``, ``summary.md`` and figures.
+
+A *grid folder* (it holds ``grid.yaml``): one table of the grid's runs (varying parameters, status, main
+metrics, errors) and ``figures/compare_<axis>.png`` (a metric per epoch, one line per run, coloured by one
+axis). Any other folder of runs (``outputs/runs/<notebook>/``, or ``outputs/runs/`` itself: runs one level
+further down) is reported explicitly as what it is: one section and table per notebook, and one figure per
+notebook (``figures/runs_<notebook>.png``, one line per run), never figures mixing notebooks.
+
+Every run folder with a ``metrics.json`` is a row: one that cannot be read (truncated, not JSON) is listed
+as ``unreadable`` with its path and the reason. ``metric`` must be a ``history.csv`` column of some run when
+it is asked for (``require_metric``: ``fgvc report --metric``), else a ParameterError lists the known ones,
+closest first. Figures are written atomically, and the figures an earlier report wrote that this one does
+not draw are removed (only those: the report keeps their names in ``figures/.report-figures.json``)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..config import ParameterError
+from ..registry import closest
 from ..runs import METRIC_KEYS, write_text_atomic
 from .executors import _read_jobs, settle_submitted
-from .plan import _MOVED_ASIDE, _read_json, _short_value, _shorten, grid_record, varying_keys
+from .plan import _MOVED_ASIDE, _short_value, _shorten, grid_record, varying_keys
 from .worker import _numeric
+
+FIGURES_RECORD = ".report-figures.json"
+
+
+def read_metrics(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """``(metrics, None)`` of a ``metrics.json``, or ``(None, why it cannot be read)``."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        return None, "is not UTF-8 text"
+    except OSError as exc:
+        return None, f"cannot be read ({exc.strerror})"
+    if not text.strip():
+        return None, "is empty"
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        return None, f"is not valid JSON (truncated?): {exc}"
+    if not isinstance(data, dict):
+        return None, f"holds a JSON {type(data).__name__}, expected an object"
+    return data, None
+
+
+def _entry(folder: Path) -> dict[str, Any]:
+    metrics, why = read_metrics(folder / "metrics.json")
+    if metrics is None:
+        return {"status": "unreadable", "error": f"{folder / 'metrics.json'} {why}", "params": {}}
+    return metrics
+
+
+def is_grid_folder(folder: str | Path) -> bool:
+    """A folder ``fgvc grid`` made (it holds ``grid.yaml``)."""
+    return (Path(folder) / "grid.yaml").is_file()
 
 
 def _scan(grid_dir: Path) -> list[tuple[str, dict[str, Any]]]:
     """(folder name, metrics.json) of the run folders of the latest plan (grid.yaml's run ids, in plan order);
-    of every run folder when there is no grid.yaml. Runs of an older plan or another preset stay on disk."""
+    of every run folder when there is no grid.yaml; runs one level further down when no folder directly
+    below is a run (``outputs/runs/``: ``<notebook>/<run id>``). Runs of an older plan or another preset stay
+    on disk. An unreadable metrics.json is an entry with status ``unreadable``."""
     entries = []
-    planned = set(grid_record(grid_dir).get("runs") or [])
-    for folder in sorted(p for p in grid_dir.iterdir() if p.is_dir()):
-        if _MOVED_ASIDE.search(folder.name) or (planned and folder.name not in planned):
-            continue
-        metrics = _read_json(folder / "metrics.json")
-        if metrics is not None:
-            entries.append((folder.name, metrics))
+    record = grid_record(grid_dir)
+    planned = set(record.get("runs") or [])
+    children = [p for p in sorted(grid_dir.iterdir()) if p.is_dir() and not _MOVED_ASIDE.search(p.name)]
+    runs = [(p.name, p) for p in children if (p / "metrics.json").exists()]
+    if not runs and not planned:
+        runs = [
+            (f"{p.name}/{q.name}", q)
+            for p in children
+            for q in sorted(p.iterdir())
+            if q.is_dir() and not _MOVED_ASIDE.search(q.name) and (q / "metrics.json").exists()
+        ]
+    for name, folder in runs:
+        if not planned or name in planned:
+            entries.append((name, _entry(folder)))
     seen = {name for name, _ in entries}
     for rid, job in _read_jobs(grid_dir).items():  # SLURM jobs not concluded: a row without metrics
         if rid not in seen and (not planned or rid in planned):
             entries.append((rid, {"status": "submitted", "params": job.get("params") or {}}))
-    record = grid_record(grid_dir)
     order = {rid: i for i, rid in enumerate(record.get("runs") or [])}
     entries.sort(key=lambda e: (order.get(e[0], len(order)), e[0]))
     return entries
+
+
+def _notebook_of(name: str, metrics: dict[str, Any]) -> str:
+    """The notebook of a run: its metrics.json's, else the folder above it (``<notebook>/<run id>``)."""
+    notebook = metrics.get("notebook")
+    if isinstance(notebook, str) and notebook:
+        return notebook
+    return name.split("/", 1)[0] if "/" in name else "unknown"
+
+
+def _varying(entries: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """The parameters that differ between the runs whose metrics.json could be read."""
+    return varying_keys([m.get("params") or {} for _, m in entries if m.get("status") != "unreadable"])
 
 
 def _frame(entries: list[tuple[str, dict[str, Any]]]) -> Any:
     import pandas as pd
 
     params = [m.get("params") if isinstance(m.get("params"), dict) else {} for _, m in entries]
-    varying = varying_keys(params)
+    varying = _varying(entries)
     numeric: list[str] = []
     for _, metrics in entries:
         numeric += [k for k in _numeric(metrics) if k not in numeric]
@@ -59,8 +127,14 @@ def _cell(value: Any) -> Any:
 
 def collect_runs(grid_dir: str | Path) -> Any:
     """A ``pandas.DataFrame``, one row per run folder with a ``metrics.json``: run_id, status, error, the
-    varying params and every numeric top-level key of ``metrics.json``."""
-    return _frame(_scan(Path(grid_dir)))
+    varying params and every numeric top-level key of ``metrics.json`` (outside a grid folder, the
+    ``notebook`` first)."""
+    grid_dir = Path(grid_dir)
+    entries = _scan(grid_dir)
+    df = _frame(entries)
+    if not is_grid_folder(grid_dir):
+        df.insert(0, "notebook", [_notebook_of(name, m) for name, m in entries])
+    return df
 
 
 def _format(value: Any) -> str:
@@ -131,6 +205,16 @@ def per_axis_summary(df: Any, axis: str = "loss", metrics: tuple[str, ...] = ("t
     return "\n".join(lines) + "\n"
 
 
+def history_columns(folder: Path) -> list[str]:
+    """The metric columns of a run's ``history.csv`` (its header; ``epoch`` left out)."""
+    try:
+        with open(folder / "history.csv", encoding="utf-8") as handle:
+            header = handle.readline()
+    except (OSError, UnicodeDecodeError):
+        return []
+    return [c.strip() for c in header.strip().split(",") if c.strip() and c.strip() != "epoch"]
+
+
 def _history(folder: Path, metric: str) -> tuple[list[float], list[float]] | None:
     import pandas as pd
 
@@ -147,46 +231,30 @@ def _history(folder: Path, metric: str) -> tuple[list[float], list[float]] | Non
     return [float(e) for e in epochs], [float(v) for v in hist[metric]]
 
 
-def compare_figure(
-    grid_dir: Path, entries: list[tuple[str, dict[str, Any]]], axis: str, varying: list[str], metric: str
-) -> Any:
-    """``metric`` per epoch, one line per run, coloured by ``axis``' value (None when no run has history)."""
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-
-    lines = []
+def _curves(grid_dir: Path, entries: list[tuple[str, dict[str, Any]]], metric: str) -> list[tuple[str, dict, Any]]:
+    out = []
     for name, metrics in entries:
         curve = _history(grid_dir / name, metric)
         if curve is not None:
-            lines.append((metrics.get("params") or {}, curve))
-    if not lines:
-        return None
-    values: list[str] = []
-    others = [k for k in varying if k != axis]
-    combos: list[str] = []
+            out.append((name, metrics.get("params") or {}, curve))
+    return out
+
+
+def _figure_with_curves(
+    lines: list[tuple[str, str, str, tuple[list[float], list[float]]]], metric: str, title: str
+) -> Any:
+    """(label, colour, line style, (epochs, values)) per line -> a Figure, epochs on the x axis."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
     fig = Figure(figsize=(11, 4.5))
     ax = fig.add_subplot()
-    colors = [f"C{i}" for i in range(10)]
-    styles = ["-", "--", ":", "-."]
-    for params, (epochs, ys) in lines:
-        value = _short_value(params.get(axis))
-        rest = ", ".join(f"{k}={_short_value(params.get(k))}" for k in others)
-        values += [value] if value not in values else []
-        combos += [rest] if rest not in combos else []
-        label = f"{axis}={value}" + (f" ({rest})" if rest else "")
-        ax.plot(
-            epochs,
-            ys,
-            label=label,
-            color=colors[values.index(value) % len(colors)],
-            linestyle=styles[combos.index(rest) % len(styles)],
-            marker="o",
-            markersize=3,
-        )
+    for label, color, style, (epochs, ys) in lines:
+        ax.plot(epochs, ys, label=label, color=color, linestyle=style, marker="o", markersize=3)
     ax.set_xlabel("epoch")
     ax.set_ylabel(metric)
-    ax.set_title(f"{metric} per epoch by {axis}")
-    last = max(max(epochs) for _, (epochs, _) in lines)
+    ax.set_title(title)
+    last = max(max(epochs) for *_, (epochs, _) in lines)
     if last <= 20:
         ax.set_xticks(range(1, int(last) + 1))
         ax.set_xlim(0.5, last + 0.5)
@@ -197,34 +265,191 @@ def compare_figure(
     return fig
 
 
+def compare_figure(
+    grid_dir: Path, entries: list[tuple[str, dict[str, Any]]], axis: str, varying: list[str], metric: str
+) -> Any:
+    """``metric`` per epoch, one line per run, coloured by ``axis``' value (None when no run has history)."""
+    curves = _curves(grid_dir, entries, metric)
+    if not curves:
+        return None
+    values: list[str] = []
+    others = [k for k in varying if k != axis]
+    combos: list[str] = []
+    styles = ["-", "--", ":", "-."]
+    lines = []
+    for _, params, curve in curves:
+        value = _short_value(params.get(axis))
+        rest = ", ".join(f"{k}={_short_value(params.get(k))}" for k in others)
+        values += [value] if value not in values else []
+        combos += [rest] if rest not in combos else []
+        label = f"{axis}={value}" + (f" ({rest})" if rest else "")
+        color = f"C{values.index(value) % 10}"
+        lines.append((label, color, styles[combos.index(rest) % len(styles)], curve))
+    return _figure_with_curves(lines, metric, f"{metric} per epoch by {axis}")
+
+
+def runs_figure(folder: Path, entries: list[tuple[str, dict[str, Any]]], metric: str, notebook: str) -> Any:
+    """``metric`` per epoch of the runs of one notebook, one line per run (None when none logged it)."""
+    curves = _curves(folder, entries, metric)
+    if not curves:
+        return None
+    lines = [(name, f"C{i % 10}", ["-", "--", ":", "-."][i // 10 % 4], curve) for i, (name, _, curve) in
+             enumerate(curves)]
+    return _figure_with_curves(lines, metric, f"{notebook}: {metric} per epoch, one line per run")
+
+
+def known_metrics(folder: Path, entries: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """The ``history.csv`` columns of the runs, in first-seen order."""
+    known: list[str] = []
+    for name, _ in entries:
+        known += [c for c in history_columns(folder / name) if c not in known]
+    return known
+
+
+def check_metric(folder: Path, entries: list[tuple[str, dict[str, Any]]], metric: str) -> None:
+    """ParameterError unless some run's ``history.csv`` has the column ``metric``; it lists the known ones,
+    the closest first."""
+    known = known_metrics(folder, entries)
+    if metric in known:
+        return
+    if not known:
+        raise ParameterError(
+            f"metric {metric!r}: no run in {folder} has a history.csv (no run trained an epoch); nothing to draw",
+            key="metric",
+        )
+    near = closest(metric, known, n=len(known), cutoff=0.0)
+    hint = f"; did you mean {near[0]!r}?" if closest(metric, known) else ""
+    raise ParameterError(
+        f"unknown metric {metric!r}: not a history.csv column of any run in {folder}{hint} "
+        f"(known, closest first: {', '.join(near)})",
+        key="metric",
+    )
+
+
+def _replace_figures(folder: Path, written: dict[str, Path]) -> None:
+    """Remove the figures the previous report wrote that this one did not (names from FIGURES_RECORD, plain
+    file names inside ``figures/`` only), then record this report's."""
+    figures = folder / "figures"
+    record = figures / FIGURES_RECORD
+    try:
+        earlier = json.loads(record.read_text(encoding="utf-8")).get("figures", [])
+    except (OSError, ValueError, AttributeError):
+        earlier = []
+    names = {p.name for p in written.values()}
+    for name in earlier if isinstance(earlier, list) else []:
+        if isinstance(name, str) and name not in names and Path(name).name == name and name.endswith(".png"):
+            (figures / name).unlink(missing_ok=True)
+    if names or record.exists():
+        write_text_atomic(record, json.dumps({"figures": sorted(names)}, indent=1) + "\n")
+
+
+def _unreadable_section(entries: list[tuple[str, dict[str, Any]]]) -> str:
+    bad = [m["error"] for _, m in entries if m.get("status") == "unreadable"]
+    if not bad:
+        return ""
+    lines = ["## Unreadable metrics.json", "", *[f"- {text}" for text in bad]]
+    return "\n".join(lines) + "\n"
+
+
 def write_report(
     grid_dir: str | Path,
     compare: list[str] | None = None,
     metric: str = "val_acc",
     log: Callable[[str], Any] = print,
+    *,
+    require_metric: bool = False,
 ) -> dict[str, Path]:
-    """``summary.csv``, ``summary.md`` and ``figures/compare_<axis>.png`` per compared axis (default: every
-    varying key) in ``grid_dir``; returns their paths (figures only where some run has ``metric`` history).
+    """``summary.csv``, ``summary.md`` and the figures of ``grid_dir``; returns their paths (figures only
+    where some run has ``metric`` history). A grid folder gets ``figures/compare_<axis>.png`` per compared
+    axis (default: every varying key); another folder of runs one table and ``figures/runs_<notebook>.png``
+    per notebook. ``require_metric``: a ``metric`` no run logged is a ParameterError (nothing is written).
     SLURM jobs submitted without waiting are looked at first (:func:`settle_submitted`): those that died are
     recorded failed, those still queued or running are rows with status ``submitted``."""
-    from ..plots import save_figure
-
     grid_dir = Path(grid_dir)
     if not grid_dir.is_dir():
         raise FileNotFoundError(f"grid folder {grid_dir} does not exist (run the grid first)")
-    active = settle_submitted(grid_dir, log=log)
+    grid = is_grid_folder(grid_dir)
+    active = settle_submitted(grid_dir, log=log) if grid else {}
     if active:
         log(f"{len(active)} run(s) still queued or running on SLURM; run this again once they are done")
     entries = _scan(grid_dir)
+    if require_metric:
+        check_metric(grid_dir, entries, metric)
+    if grid:
+        out, summary = _grid_report(grid_dir, entries, compare, metric)
+    else:
+        out, summary = _runs_report(grid_dir, entries, metric)
+    drawn = {k: v for k, v in out.items() if not k.startswith("summary_")}
+    if not drawn and entries and metric not in known_metrics(grid_dir, entries):
+        log(f"no figures: no run logged {metric!r} in history.csv (known: "
+            f"{', '.join(known_metrics(grid_dir, entries)) or 'none'})")
+    write_text_atomic(out["summary_md"], summary + ("\n" + _unreadable_section(entries)
+                                                     if _unreadable_section(entries) else ""))
+    _replace_figures(grid_dir, drawn)
+    return out
+
+
+def _grid_report(
+    grid_dir: Path, entries: list[tuple[str, dict[str, Any]]], compare: list[str] | None, metric: str
+) -> tuple[dict[str, Path], str]:
+    from ..plots import save_figure
+
     df = _frame(entries)
-    varying = varying_keys([m.get("params") or {} for _, m in entries])
+    varying = _varying(entries)
     out = {"summary_csv": grid_dir / "summary.csv", "summary_md": grid_dir / "summary.md"}
     write_text_atomic(out["summary_csv"], df.to_csv(index=False))
     summary = markdown_table(df, varying, title=f"Grid {grid_dir.name}")
     per_loss = per_axis_summary(df, "loss") if "loss" in varying else ""
-    write_text_atomic(out["summary_md"], summary + ("\n" + per_loss if per_loss else ""))
     for axis in compare if compare is not None else varying:
         fig = compare_figure(grid_dir, entries, axis, varying, metric)
         if fig is not None:
             out[f"compare_{axis}"] = save_figure(fig, grid_dir / "figures" / f"compare_{axis}.png")
-    return out
+    return out, summary + ("\n" + per_loss if per_loss else "")
+
+
+def _runs_report(folder: Path, entries: list[tuple[str, dict[str, Any]]], metric: str) -> tuple[dict[str, Path], str]:
+    """Not a grid: one section, table and figure per notebook."""
+    import pandas as pd
+
+    from ..plots import save_figure
+
+    if not entries:
+        raise ParameterError(
+            f"{folder}: no run folders (a folder holding metrics.json) in it or one level below; expected a grid "
+            f"folder (with grid.yaml) or a folder of runs such as outputs/runs/<notebook> or outputs/runs"
+        )
+
+    groups: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for name, metrics in entries:
+        if metrics.get("status") != "unreadable":
+            groups.setdefault(_notebook_of(name, metrics), []).append((name, metrics))
+    out = {"summary_csv": folder / "summary.csv", "summary_md": folder / "summary.md"}
+    frames, sections = [], []
+    for notebook, group in groups.items():
+        df = _frame(group)
+        df.insert(0, "notebook", notebook)
+        frames.append(df)
+        varying = _varying(group)
+        sections.append(markdown_table(df.drop(columns="notebook"), varying, title=notebook).replace("# ", "## ", 1))
+        fig = runs_figure(folder, group, metric, notebook)
+        if fig is not None:
+            key = f"runs_{notebook}"
+            out[key] = save_figure(fig, folder / "figures" / f"{key}.png")
+            sections[-1] += f"\nFigure: figures/{key}.png ({metric} per epoch, one line per run)\n"
+        else:
+            logged = ", ".join(known_metrics(folder, group)) or "no history.csv"
+            sections[-1] += f"\nNo figure: no run of {notebook} logged {metric} (their history.csv: {logged})\n"
+    unreadable = [(n, m) for n, m in entries if m.get("status") == "unreadable"]
+    if unreadable:
+        df = _frame(unreadable)
+        df.insert(0, "notebook", [_notebook_of(n, m) for n, m in unreadable])
+        frames.append(df)
+    combined = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["notebook", "run_id"])
+    write_text_atomic(out["summary_csv"], combined.to_csv(index=False))
+    head = (
+        f"# Runs in {folder.name}\n\nNot a grid folder (no grid.yaml): {len(entries)} run folder(s) of "
+        f"{len(groups)} notebook(s), one table per notebook"
+        + (f", {len(unreadable)} unreadable (listed below)" if unreadable else "")
+        + ".\n"
+    )
+    return out, head + "".join("\n" + section for section in sections)

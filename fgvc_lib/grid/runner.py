@@ -7,7 +7,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .executors import _jobs_file, default_gpus, make_executor, settle_submitted
+from ..config import ParameterError, check_device
+from .executors import GridInterrupted, _jobs_file, default_gpus, make_executor, settle_submitted
 from .plan import (
     RunRecord,
     _existing_folder,
@@ -54,6 +55,8 @@ def run_grid(
     grid_dir = grid_folder(spec)
     active = {} if dry_run else settle_submitted(grid_dir, log=log)
     records, _ = plan_runs(spec, preset, retry_failed=retry_failed)
+    if config.kind != "slurm":  # runs on this machine: their device must be here
+        _check_devices(spec, records, pinned=bool(gpus) if gpus is not None else bool(default_gpus()))
     if dry_run:
         return records
     todo = [r for r in records if r.status == "planned"]
@@ -73,7 +76,7 @@ def run_grid(
     grid_dir.mkdir(parents=True, exist_ok=True)
     _write_grid_record(spec, preset, records, grid_dir)
     for record in todo:
-        old = _existing_folder(grid_dir, record.run_id)
+        old = None if record.resume else _existing_folder(grid_dir, record.run_id)
         if old is not None:
             state = (_read_json(old / "metrics.json") or {}).get("status")
             moved = _move_aside(old, "failed" if state == "failed" else "interrupted")
@@ -85,9 +88,33 @@ def run_grid(
         f"grid {spec.name}: {len(records)} runs, {len(todo)} to run, {skipped} skipped (done before) "
         f"-> {grid_dir} ({backend.describe(len(todo))})"
     )
+    resumed = [r.run_id for r in todo if r.resume]
+    if resumed:
+        log(f"resuming {len(resumed)} interrupted run(s) from their checkpoints: {', '.join(resumed)}")
     if todo:
-        backend.run(todo, wait=wait)
+        try:
+            backend.run(todo, wait=wait)
+        except GridInterrupted as stop:
+            stop.records = records
+            raise
         if not wait:
             return records
     write_report(grid_dir, compare=spec.compare, metric=spec.metric, log=log)
     return records
+
+
+def _check_devices(spec: GridSpec, records: list[RunRecord], *, pinned: bool) -> None:
+    """Each run's ``device`` must exist on this machine (ParameterError naming the run and the device); with
+    GPUs pinned per worker (``--gpus``) a worker sees one GPU, so only ``cuda`` / ``cuda:0`` are valid."""
+    for record in records:
+        if record.status != "planned":
+            continue
+        device = str(record.params.get("device", "auto"))
+        try:
+            check_device(device)
+            if pinned and device.startswith("cuda:") and device != "cuda:0":
+                raise ParameterError.of(
+                    "device", f"{device!r}: each grid worker sees one GPU (--gpus pins it); use cuda or auto"
+                )
+        except ParameterError as exc:
+            raise ParameterError(f"{spec.where}: run {record.run_id}: {exc}", key=exc.key) from None

@@ -41,10 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ..catalog import notebook_names
-from ..config import ParameterError, params_class
+from ..config import ParameterError, params_class, read_yaml_file
 from ..registry import did_you_mean
 
 TOP_KEYS = ("notebook", "name", "base", "axes", "rows", "grids", "presets", "compare", "metric", "executor")
@@ -201,15 +199,9 @@ def _rows(value: Any, where: str) -> list[dict[str, Any]]:
 def load_grid(path: str | Path) -> GridSpec:
     """Read and structurally check a grid YAML file (ParameterError naming the key and the file)."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ParameterError(f"grid file {path} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise ParameterError(f"grid file {path} is not valid YAML: {exc}") from None
     from ..param_paths import resolve_grid_paths  # relative paths in the file: against its folder
 
-    return GridSpec.from_dict(resolve_grid_paths(data, path.resolve().parent), path)
+    return GridSpec.from_dict(resolve_grid_paths(read_yaml_file(path, "grid file"), path.resolve().parent), path)
 
 
 # ---------------------------------------------------------------------------------------------- executor:

@@ -81,6 +81,20 @@ def _unknown_torchvision(name: str) -> ValueError:
     )
 
 
+def check_model_name(name: str) -> str:
+    """``name`` when :func:`create_model` accepts it (nothing is built, no weights are read), else the
+    ValueError ``create_model`` would raise: the accepted forms and the closest names."""
+    if name in EFFICIENTNET_PYTORCH_NAMES or name in ANTIALIASED_CNNS_NAMES or name in SCRATCH_NAMES:
+        return name
+    if name.startswith(tv.PREFIX):
+        if name[len(tv.PREFIX) :] not in tv.supported_names():
+            raise _unknown_torchvision(name)
+        return name
+    if name not in _timm_names():
+        raise _unknown(name)
+    return name
+
+
 def _timm_data_config(net: nn.Module) -> dict[str, Any]:
     cfg = getattr(net, "pretrained_cfg", {}) or {}
     return {
@@ -315,6 +329,7 @@ def data_config(model: nn.Module) -> dict[str, Any]:
 __all__ = [
     "Classifier",
     "PretrainedWeightsUnavailable",
+    "check_model_name",
     "create_ensemble",
     "create_model",
     "data_config",
