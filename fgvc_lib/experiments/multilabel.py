@@ -204,6 +204,7 @@ class MultilabelExperiment(Experiment):
         )
         self.figure_schedule()
         probs, truth = self._probabilities()
+        self.interpret("val", probs=probs, targets=truth)
         thresholds = self._thresholds(probs, truth)
         baseline = all_negative_share(truth)
         metrics: dict[str, Any] = {
