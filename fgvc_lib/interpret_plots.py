@@ -272,7 +272,7 @@ def threshold_curves(
         ax.set_title(f"{wrap_title(interp.labels[j], 28)} (n={int(support[j])})\n{note}", fontsize=8)
         ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
-        ax.tick_params(labelsize=7)
+        ax.tick_params(labelsize=7, labelbottom=j + cols >= k)  # the lowest panel of each column
     fig.supxlabel("threshold", fontsize=9)
     fig.supylabel("F1", fontsize=9)
     fig.suptitle(f"{title or 'F1 against the threshold, per label'} on the {interp.split} split "
