@@ -42,6 +42,7 @@ class ExperimentResult:
     metrics: dict[str, Any]
     history: list[dict[str, float]]
     figures: dict[str, Figure] = field(default_factory=dict)
+    interpretation: Any = None  # fgvc_lib.interpretation: where the model fails on the evaluation split
 
     def figure(self, name: str) -> Figure:
         if name not in self.figures:
@@ -138,7 +139,8 @@ class Experiment:
         finally:
             release_run_dir(self.run_dir)  # the run folder's lock (taken by prepare_run_dir)
         history = list(getattr(getattr(self, "trainer", None), "history", []))
-        return ExperimentResult(self.run_dir, metrics, history, dict(self.figures))
+        interpretation = getattr(self, "interpretation", None)
+        return ExperimentResult(self.run_dir, metrics, history, dict(self.figures), interpretation)
 
     def _write_finished(self, metrics: dict[str, Any]) -> None:
         write_metrics(
@@ -445,6 +447,31 @@ class Experiment:
             ),
         )
         return score
+
+    def interpret(
+        self, split: str, dataset: Dataset | None = None, *, logits: Any = None, probs: Any = None,
+        targets: Any = None, loader: Any = None,
+    ) -> Any:
+        """Where the model fails (``fgvc_lib.interpretation``), from the evaluation pass the run made (``logits``
+        or ``probs`` with ``targets``; else one ``predict`` over ``loader``): saves ``interpretation.npz`` and the
+        figures of ``interpret_plots.report_figures`` (top losses from ``dataset``); ``result.interpretation``."""
+        from ..interpret_plots import report_figures
+        from ..interpretation import Interpretation, MultiLabelInterpretation
+
+        if logits is None and probs is None:
+            logits, targets = self.trainer.predict(loader)
+        if self.trainer.task == "multilabel":
+            cls, names = MultiLabelInterpretation, list(self.labels)
+        else:
+            short = getattr(self, "short_name", lambda k: self.classes[k])
+            cls, names = Interpretation, [short(k) for k in range(len(self.classes))]
+        build = cls.from_logits if probs is None else cls.from_probs
+        self.interpretation = build(logits if probs is None else probs, targets, names, split=split)
+        if self.dist.is_main:
+            self.interpretation.save(self.run_dir)
+        for name, fig in report_figures(self, self.interpretation, dataset).items():
+            self.save_figure(name, fig)
+        return self.interpretation
 
     def data_mean_std(self) -> tuple[Sequence[float], Sequence[float]]:
         return self.mean, self.std

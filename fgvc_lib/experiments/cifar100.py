@@ -135,6 +135,7 @@ class Cifar100Experiment(Experiment):
             val_label="test",  # as the report, the test split is evaluated after every epoch
         )
         logits, targets = self.trainer.predict(self.test_loader)
+        self.interpret("test", self.test_set, logits=logits, targets=targets)
         final = history[-1]
         ece = expected_calibration_error(logits, targets, n_bins=p.ece_bins)
         self.save_figure(

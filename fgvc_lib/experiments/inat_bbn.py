@@ -185,6 +185,7 @@ class InatBBNExperiment(Experiment):
         )
         self.figure_alpha()
         logits, targets = self.trainer.predict(self.val_loader)
+        self.interpret("val", self.val_set, logits=logits, targets=targets)
         k = len(self.classes)
         acc = topk_accuracy(logits, targets, ks=(1, 5))
         top1, top5 = acc[1], acc[5]

@@ -212,6 +212,7 @@ class MultilabelExperiment(Experiment):
         )
         self.figure_schedule()
         probs, truth = self._probabilities()
+        self.interpret("val", probs=probs, targets=truth)
         thresholds = self._thresholds(probs, truth)
         self.trainer.update_checkpoint_meta(thresholds={  # for fgvc_lib.predict; searched with this epoch's model
             "global": thresholds["threshold_global"], "per_label": thresholds["thresholds_per_label"],
