@@ -539,7 +539,9 @@ class InatBBNParams(ExperimentParams):
     synth_max_per_class: int = param(60, "embedded set: images of the largest class", min=1)
     synth_imbalance: float = param(20.0, "embedded set: imbalance ratio n_max / n_min", min=1.0)
     synth_val_per_class: int = param(10, "embedded set: validation images per class (iNat-2019: 3)", min=1)
-    synth_size: int = param(96, "embedded set: image side in pixels", min=32)
+    synth_size: int = param(
+        192, "embedded set: image side in pixels (3x img_size: CAM crops cut from it add detail)", min=32
+    )
     method: Literal["bbn", "plain", "cot"] = param(
         "bbn", "bbn | plain (one branch, CE) | cot (CE + complement entropy)"
     )
@@ -562,7 +564,9 @@ class InatBBNParams(ExperimentParams):
         True,
         "CAM-guided localisation: crop to the CAM box and classify again",
     )
-    crop_threshold: float = param(0.5, "CAM box: share of the CAM maximum", min=0.0, max=1.0)
+    crop_threshold: float = param(
+        0.2, "CAM box: share of the CAM maximum (0.2 with LayerCAM: docs/cam_crops.md)", min=0.0, max=1.0
+    )
     crop_margin: float = param(0.1, "CAM box: margin added on each side, share of the box size", min=0.0)
     crop_source: Literal["original", "resized"] = param(
         "original",
