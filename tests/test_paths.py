@@ -46,7 +46,7 @@ def test_a_yaml_syntax_error_names_the_file_and_line(tmp_path):
     with pytest.raises(ParameterError) as exc:
         load_values([str(bad)], None)
     text = str(exc.value)
-    assert text.startswith(f"parameter file {bad} is not valid YAML: line ") and "\n" not in text
+    assert text.startswith(f"{bad}:3:6: YAML syntax error: ") and "\n" not in text
 
 
 def test_grid_file_paths_resolve_against_the_files_folder(tmp_path):
