@@ -326,6 +326,22 @@ def test_worker_records_a_failure_the_notebook_did_not_write(tmp_path, monkeypat
     assert metrics["error"] == "KeyError: 'cam_grid'"
 
 
+def test_worker_leaves_a_folder_another_run_holds_untouched(tmp_path, monkeypatch):
+    from fgvc_lib.runs import RunInUse
+
+    run_dir = tmp_path / "busy"
+    run_dir.mkdir()
+    (run_dir / "metrics.json").write_text('{"status": "running-elsewhere"}')
+
+    def busy(notebook, values, progress=False):
+        raise RunInUse(f"run_dir {values['run_dir']} is in use by pid 4242")
+
+    monkeypatch.setattr(execution, "execute_notebook", busy)
+    out = g.execute_run("bird", {}, {"run_dir": str(run_dir)}, str(run_dir))
+    assert out["status"] == "failed" and "in use by pid 4242" in out["error"]
+    assert (run_dir / "metrics.json").read_text() == '{"status": "running-elsewhere"}'  # not marked failed
+
+
 def test_workers_pin_their_gpu_before_running(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5,7")  # indexes map into what this process sees
     assert g.cuda_visible_value(1) == "7"

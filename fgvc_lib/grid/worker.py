@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import execution
-from ..runs import _jsonable, write_metrics, write_text_atomic
+from ..runs import RunInUse, _jsonable, write_metrics, write_text_atomic
 from .plan import _read_json
 
 #: The pool's "stop" event in a worker process (set by :func:`~fgvc_lib.grid.executors.worker_pool`'s
@@ -238,6 +238,8 @@ def execute_run(
                     retry_port_clash(
                         lambda: execution.execute_notebook(notebook, injected, progress=False), retries=retries
                     )
+            except RunInUse as exc:  # another process runs in this folder: its files are not ours to mark
+                return {"status": "failed", "error": error_text(exc), "seconds": time.time() - start, "metrics": {}}
             except Exception as exc:
                 error, tb = error_text(exc), traceback.format_exc(limit=20)
     except KeyboardInterrupt:
