@@ -162,8 +162,12 @@ class TensorBoardLogger(Callback):
             return
         from tensorboard.compat.proto.summary_pb2 import Summary
 
-        data = Path(png).read_bytes()
-        height, width, channels = _png_header(data)
+        try:
+            data = Path(png).read_bytes()
+            height, width, channels = _png_header(data)
+        except (OSError, ValueError) as exc:  # the figure file stays what it is; the events skip it
+            self.log(f"note: figure {name} not added to the TensorBoard events: {exc}")
+            return
         image = Summary.Image(height=height, width=width, colorspace=channels, encoded_image_string=data)
         summary = Summary(value=[Summary.Value(tag=f"figures/{name}", image=image)])
         self._write(lambda w: (w.file_writer.add_summary(summary, self.step if step is None else step), w.flush()))
