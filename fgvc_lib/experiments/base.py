@@ -32,6 +32,7 @@ from ..fileio import OUTPUT_ERRNOS, OutputWriteError, describe_write_error, save
 from ..param_paths import path_params, resolve_path
 from ..resume import check_resume_params
 from ..runs import RunDirError, outputs_root, prepare_run_dir, release_run_dir, write_metrics, write_params
+from ..tracking import TB_FOLDER, TensorBoardLogger, hparams_of
 
 
 @dataclass
@@ -76,6 +77,9 @@ class Experiment:
         self._loader_datasets: list[Dataset] = []  # every image they read is checked once after _build
         self.figures: dict[str, Figure] = {}
         self.metrics: dict[str, Any] = {}
+        # TensorBoard event files in <run_dir>/tensorboard/ (rank 0): epoch scalars, figures, hparams, results
+        self.tracking = TensorBoardLogger(self.run_dir / TB_FOLDER, enabled=self.dist.is_main,
+                                          hparams=hparams_of(self.params.to_dict(), self.NOTEBOOK))
         try:
             if self.dist.is_main and not resume:
                 write_params(self.run_dir, self.params.to_dict())
@@ -91,6 +95,7 @@ class Experiment:
         except BaseException as exc:
             if not resume:
                 self._record_failure(exc)
+            self.tracking.finish(status="failed")
             release_run_dir(self.run_dir)
             raise
         if self.dist.is_main and resume:
@@ -131,12 +136,15 @@ class Experiment:
                 metrics = self._run()
             except BaseException as exc:
                 self._record_failure(exc)
+                self.tracking.finish(status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
                 raise
             self.metrics = metrics
             ddp.barrier()
             if self.dist.is_main:
                 self._write_finished(metrics)
+                self.tracking.finish({**metrics, "seconds": time.time() - self.started})
         finally:
+            self.tracking.close()
             release_run_dir(self.run_dir)  # the run folder's lock (taken by prepare_run_dir)
         history = list(getattr(getattr(self, "trainer", None), "history", []))
         interpretation = getattr(self, "interpretation", None)
@@ -303,6 +311,7 @@ class Experiment:
             ohem_schedule=getattr(self, "ohem_schedule", None),
             callbacks=[LiveLearningCurves(f"{self.NOTEBOOK}: {p.model}")] if p.progress else [],
         )
+        trainer.add_callback(self.tracking)
         if p.resume:
             trainer.resume()
         return trainer
@@ -407,10 +416,11 @@ class Experiment:
         return names.get(method, method) + (f" on {layer}" if layer else "")
 
     def save_figure(self, name: str, fig: Figure) -> Figure:
-        """Keep the figure for the notebook and write ``figures/<name>.png``."""
+        """Keep the figure for the notebook, write ``figures/<name>.png`` and add it to the TensorBoard events."""
         self.figures[name] = fig
         if self.dist.is_main:
-            save_figure_atomic(fig, self.run_dir / "figures" / f"{name}.png")
+            path = save_figure_atomic(fig, self.run_dir / "figures" / f"{name}.png")
+            self.tracking.add_figure_file(name, path)  # the same PNG, as a TensorBoard image
         return fig
 
     def cam_grid(

@@ -2,15 +2,25 @@
 
 A *grid folder* (it holds ``grid.yaml``): one table of the grid's runs (varying parameters, status, main
 metrics, errors) and ``figures/compare_<axis>.png`` (a metric per epoch, one line per run, coloured by one
-axis). Any other folder of runs (``outputs/runs/<notebook>/``, or ``outputs/runs/`` itself: runs one level
-further down) is reported explicitly as what it is: one section and table per notebook, and one figure per
-notebook (``figures/runs_<notebook>.png``, one line per run), never figures mixing notebooks.
+axis, beside bars of each run's value per axis value). Any other folder of runs (``outputs/runs/<notebook>/``,
+or ``outputs/runs/`` itself: runs one level further down) is reported explicitly as what it is: one section
+and table per notebook, and one figure per notebook (``figures/runs_<notebook>.png``, one line and one bar per
+run), never figures mixing notebooks. Figures are drawn by :mod:`fgvc_lib.grid.report_figures` (seaborn bars,
+a dashed chance line where the metric has one).
+
+The tables are sorted by the metric, best first: a ``history.csv`` column (the grid's ``metric``, default
+``val_acc``: each run's best epoch, column ``best <metric>``) or a ``metrics.json`` number. Validation columns
+stand next to the evaluation ones (``val_top1_acc`` before ``top1_acc``), and a note says which split each is
+on. Runs whose setting has published figures (:mod:`fgvc_lib.grid.published`: a grid file's ``published:``
+block, ``parameters/published/<file>`` for a single-run report file) get ``published <metric>`` and
+``Δ <metric>`` (reproduced - published) columns, a section naming the source, and ``figures/published*.png``.
 
 Every run folder with a ``metrics.json`` is a row: one that cannot be read (truncated, not JSON) is listed
-as ``unreadable`` with its path and the reason. ``metric`` must be a ``history.csv`` column of some run when
-it is asked for (``require_metric``: ``fgvc report --metric``), else a ParameterError lists the known ones,
-closest first. Figures are written atomically, and the figures an earlier report wrote that this one does
-not draw are removed (only those: the report keeps their names in ``figures/.report-figures.json``)."""
+as ``unreadable`` with its path and the reason. ``metric`` must be a ``history.csv`` column or a
+``metrics.json`` number of some run when it is asked for (``require_metric``: ``fgvc report --metric``), else
+a ParameterError lists the known ones, closest first. Figures are written atomically, and the figures an
+earlier report wrote that this one does not draw are removed (only those: the report keeps their names in
+``figures/.report-figures.json``). ``summary.csv`` keeps the plan's order."""
 
 from __future__ import annotations
 
@@ -23,7 +33,9 @@ from ..config import ParameterError
 from ..registry import closest
 from ..runs import METRIC_KEYS, write_text_atomic
 from .executors import _read_jobs, settle_submitted
-from .plan import _MOVED_ASIDE, _short_value, _shorten, grid_record, varying_keys
+from .plan import _MOVED_ASIDE, _shorten, grid_record, varying_keys
+from .published import Published, find_published, grid_published, run_published
+from .report_figures import compare_figure, history_columns, published_figure, run_history, runs_figure
 from .worker import _numeric
 
 FIGURES_RECORD = ".report-figures.json"
@@ -145,29 +157,140 @@ def _format(value: Any) -> str:
     return str(value)
 
 
-def markdown_table(df: Any, param_cols: list[str], title: str = "") -> str:
-    """Varying params + status + main metrics (+ shortened error when a run failed) as Markdown."""
-    metric_cols = [
-        k
-        for k in (*METRIC_KEYS, "best_epoch", "epochs_run", "seconds")
-        if k != "top1_error" and k in df.columns and df[k].notna().any()
-    ]
+def lower_is_better(metric: str) -> bool:
+    """Whether a smaller ``metric`` is better (losses, errors, ECE)."""
+    return any(word in metric.lower() for word in ("loss", "error", "ece"))
+
+
+def _metric_columns(df: Any, first: str | None) -> list[str]:
+    """The metric columns shown: ``first`` (the sort metric), then each main metric with its validation
+    counterpart before it (``val_top1_acc``, ``top1_acc``), then the published figures and their differences."""
+    present = [c for c in df.columns if df[c].notna().any()]
+    published = [c[len("published "):] for c in present if c.startswith("published ")]
+    cols = [first] if first in present else []
+    others = [m for m in published if m not in METRIC_KEYS]
+    for key in (*METRIC_KEYS, *others, "best_epoch", "epochs_run", "seconds"):
+        shown = key != "top1_error" or key in published or first == key
+        group = (f"val_{key}", key) if key in METRIC_KEYS else (key,)
+        # a published figure right after the reproduced one, then the difference
+        group += (f"published {key}", f"Δ {key}") if key in published else ()
+        cols += [c for c in group if shown and c in present and c not in cols]
+    return cols
+
+
+def markdown_table(
+    df: Any, param_cols: list[str], title: str = "", *, sort_by: str | None = None, notes: tuple[str, ...] = ()
+) -> str:
+    """Varying params + status + main metrics (validation next to evaluation columns, published figures with
+    the difference, shortened error when a run failed) as Markdown; rows best first by ``sort_by`` (a column,
+    :func:`lower_is_better` decides the direction; runs without a value keep their order, last). ``notes``:
+    lines under the count."""
+    metric_cols = _metric_columns(df, sort_by)
     cols = ["run_id", *param_cols, "status", *metric_cols]
     if "error" in df.columns and df["error"].notna().any():
         cols.append("error")
+    if sort_by in df.columns and df[sort_by].notna().any():
+        key = df[sort_by].astype(float)
+        df = df.assign(_missing=key.isna(), _key=key if lower_is_better(sort_by) else -key)
+        df = df.sort_values(["_missing", "_key"], kind="stable")
+        notes = (f"Sorted by {sort_by}, best first ({'lower' if lower_is_better(sort_by) else 'higher'} is "
+                 f"better).", *notes)
     counts = df["status"].value_counts().to_dict() if len(df) else {}
     lines = [f"# {title}", ""] if title else []
     summary = ", ".join(f"{n} {s}" for s, n in counts.items())
     lines += [f"{len(df)} runs" + (f": {summary}" if summary else ""), ""]
+    lines += [*notes, ""] if notes else []
     lines.append("| " + " | ".join(cols) + " |")
     lines.append("|" + "|".join("---" for _ in cols) + "|")
     for _, row in df.iterrows():
         cells = []
         for col in cols:
             value = row[col]
-            text = _shorten(value, 100) if col == "error" and isinstance(value, str) else _format(value)
+            if col == "error" and isinstance(value, str):
+                text = _shorten(value, 100)
+            elif col.startswith("Δ ") and isinstance(value, float) and value == value:
+                text = f"{value:+.4f}"
+            else:
+                text = _format(value)
             cells.append(text.replace("|", "\\|"))
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _split_notes(entries: list[tuple[str, dict[str, Any]]], df: Any) -> tuple[str, ...]:
+    """What the columns are measured on: the evaluation split, the validation columns, chance."""
+    splits = sorted({m["eval_split"] for _, m in entries if isinstance(m.get("eval_split"), str)})
+    notes = []
+    if splits:
+        has_val = any(c.startswith("val_") and c[4:] in METRIC_KEYS for c in df.columns if df[c].notna().any())
+        notes.append(f"Metrics on the evaluation split ({', '.join(splits)})"
+                     + ("; `val_*` columns on the validation split, the one to select models on." if has_val
+                        else "."))
+    if "chance_acc" in df.columns and df["chance_acc"].notna().any():
+        values = sorted({round(float(v), 4) for v in df["chance_acc"].dropna()})
+        notes.append(f"Chance accuracy (1 / classes): {', '.join(_format(v) for v in values)}.")
+    return tuple(notes)
+
+
+def run_values(
+    folder: Path, entries: list[tuple[str, dict[str, Any]]], metric: str
+) -> tuple[str, dict[str, float]]:
+    """``(column, {run: value})`` of the finished runs for ``metric``: the best epoch's value of a
+    ``history.csv`` column (``best <metric>``, max or min as :func:`lower_is_better`), else the number of
+    ``metrics.json``."""
+    out: dict[str, float] = {}
+    from_history = metric in known_metrics(folder, entries)
+    for name, metrics in entries:
+        if metrics.get("status") != "finished":
+            continue
+        if from_history:
+            curve = run_history(folder / name, metric)
+            ys = [y for y in (curve[1] if curve else []) if y == y]
+            if ys:
+                out[name] = min(ys) if lower_is_better(metric) else max(ys)
+        elif metric in _numeric(metrics):
+            out[name] = float(metrics[metric])
+    return (f"best {metric}" if from_history else metric), out
+
+
+def add_published(
+    df: Any, entries: list[tuple[str, dict[str, Any]]], published: list[Published]
+) -> tuple[Any, list[tuple[str, Published]], list[tuple[str, str, float | None, float]]]:
+    """Columns ``published <metric>`` and ``Δ <metric>`` (reproduced - published) for the runs a published
+    entry matches; returns the frame, (run, entry) pairs and (run, metric, reproduced, published) rows."""
+    pairs, rows = [], []
+    df = df.copy()
+    for i, (name, metrics) in enumerate(entries):
+        entry = find_published(metrics.get("params") or {}, published) if published else None
+        if entry is None:
+            continue
+        pairs.append((name, entry))
+        for metric, value in entry.figures.items():
+            reproduced = _numeric(metrics).get(metric)
+            for col in (f"published {metric}", f"Δ {metric}"):
+                if col not in df.columns:
+                    df[col] = float("nan")
+            df.loc[df.index[i], f"published {metric}"] = value
+            if reproduced is not None:
+                df.loc[df.index[i], f"Δ {metric}"] = float(reproduced) - value
+            rows.append((name, metric, None if reproduced is None else float(reproduced), value))
+    return df, pairs, rows
+
+
+def _published_section(pairs: list[tuple[str, Published]], preset: str | None = None) -> str:
+    if not pairs:
+        return ""
+    lines = ["## Published figures", "",
+             "`published <metric>`: the report's figure for the run's setting; `Δ`: reproduced - published."]
+    if preset:
+        lines.append(f"Preset '{preset}': these runs are stand-ins of the published settings (other data, "
+                     f"models or epochs), so the differences say nothing about the reproduction.")
+    lines.append("")
+    sources: dict[tuple[str, str], list[str]] = {}
+    for name, entry in pairs:
+        sources.setdefault((entry.origin, entry.source), []).append(name)
+    for (origin, source), runs in sources.items():
+        lines.append(f"- {', '.join(runs)}: {source or 'no source given'} ({origin})")
     return "\n".join(lines) + "\n"
 
 
@@ -205,123 +328,33 @@ def per_axis_summary(df: Any, axis: str = "loss", metrics: tuple[str, ...] = ("t
     return "\n".join(lines) + "\n"
 
 
-def history_columns(folder: Path) -> list[str]:
-    """The metric columns of a run's ``history.csv`` (its header; ``epoch`` left out)."""
-    try:
-        with open(folder / "history.csv", encoding="utf-8") as handle:
-            header = handle.readline()
-    except (OSError, UnicodeDecodeError):
-        return []
-    return [c.strip() for c in header.strip().split(",") if c.strip() and c.strip() != "epoch"]
-
-
-def _history(folder: Path, metric: str) -> tuple[list[float], list[float]] | None:
-    import pandas as pd
-
-    path = folder / "history.csv"
-    if not path.is_file():
-        return None
-    try:
-        hist = pd.read_csv(path)
-    except (OSError, ValueError):
-        return None
-    if metric not in hist.columns or hist.empty:
-        return None
-    epochs = hist["epoch"] if "epoch" in hist.columns else pd.Series(range(1, len(hist) + 1))
-    return [float(e) for e in epochs], [float(v) for v in hist[metric]]
-
-
-def _curves(grid_dir: Path, entries: list[tuple[str, dict[str, Any]]], metric: str) -> list[tuple[str, dict, Any]]:
-    out = []
-    for name, metrics in entries:
-        curve = _history(grid_dir / name, metric)
-        if curve is not None:
-            out.append((name, metrics.get("params") or {}, curve))
-    return out
-
-
-def _figure_with_curves(
-    lines: list[tuple[str, str, str, tuple[list[float], list[float]]]], metric: str, title: str
-) -> Any:
-    """(label, colour, line style, (epochs, values)) per line -> a Figure, epochs on the x axis."""
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-
-    fig = Figure(figsize=(11, 4.5))
-    ax = fig.add_subplot()
-    for label, color, style, (epochs, ys) in lines:
-        ax.plot(epochs, ys, label=label, color=color, linestyle=style, marker="o", markersize=3)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(metric)
-    ax.set_title(title)
-    last = max(max(epochs) for *_, (epochs, _) in lines)
-    if last <= 20:
-        ax.set_xticks(range(1, int(last) + 1))
-        ax.set_xlim(0.5, last + 0.5)
-    else:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    return fig
-
-
-def compare_figure(
-    grid_dir: Path, entries: list[tuple[str, dict[str, Any]]], axis: str, varying: list[str], metric: str
-) -> Any:
-    """``metric`` per epoch, one line per run, coloured by ``axis``' value (None when no run has history)."""
-    curves = _curves(grid_dir, entries, metric)
-    if not curves:
-        return None
-    values: list[str] = []
-    others = [k for k in varying if k != axis]
-    combos: list[str] = []
-    styles = ["-", "--", ":", "-."]
-    lines = []
-    for _, params, curve in curves:
-        value = _short_value(params.get(axis))
-        rest = ", ".join(f"{k}={_short_value(params.get(k))}" for k in others)
-        values += [value] if value not in values else []
-        combos += [rest] if rest not in combos else []
-        label = f"{axis}={value}" + (f" ({rest})" if rest else "")
-        color = f"C{values.index(value) % 10}"
-        lines.append((label, color, styles[combos.index(rest) % len(styles)], curve))
-    return _figure_with_curves(lines, metric, f"{metric} per epoch by {axis}")
-
-
-def runs_figure(folder: Path, entries: list[tuple[str, dict[str, Any]]], metric: str, notebook: str) -> Any:
-    """``metric`` per epoch of the runs of one notebook, one line per run (None when none logged it)."""
-    curves = _curves(folder, entries, metric)
-    if not curves:
-        return None
-    lines = [(name, f"C{i % 10}", ["-", "--", ":", "-."][i // 10 % 4], curve) for i, (name, _, curve) in
-             enumerate(curves)]
-    return _figure_with_curves(lines, metric, f"{notebook}: {metric} per epoch, one line per run")
-
-
-def known_metrics(folder: Path, entries: list[tuple[str, dict[str, Any]]]) -> list[str]:
-    """The ``history.csv`` columns of the runs, in first-seen order."""
+def known_metrics(folder: Path, entries: list[tuple[str, dict[str, Any]]], *, results: bool = False) -> list[str]:
+    """The ``history.csv`` columns of the runs, in first-seen order; with ``results`` then the numeric keys of
+    their ``metrics.json``."""
     known: list[str] = []
     for name, _ in entries:
         known += [c for c in history_columns(folder / name) if c not in known]
+    for _, metrics in entries if results else []:
+        known += [k for k in _numeric(metrics) if k not in known]
     return known
 
 
 def check_metric(folder: Path, entries: list[tuple[str, dict[str, Any]]], metric: str) -> None:
-    """ParameterError unless some run's ``history.csv`` has the column ``metric``; it lists the known ones,
-    the closest first."""
-    known = known_metrics(folder, entries)
+    """ParameterError unless ``metric`` is a ``history.csv`` column or a ``metrics.json`` number of some run;
+    it lists the known ones, the closest first."""
+    known = known_metrics(folder, entries, results=True)
     if metric in known:
         return
     if not known:
         raise ParameterError(
-            f"metric {metric!r}: no run in {folder} has a history.csv (no run trained an epoch); nothing to draw",
-            key="metric",
+            f"metric {metric!r}: no run in {folder} has a history.csv or metrics (no run trained an epoch); "
+            f"nothing to draw", key="metric",
         )
     near = closest(metric, known, n=len(known), cutoff=0.0)
     hint = f"; did you mean {near[0]!r}?" if closest(metric, known) else ""
     raise ParameterError(
-        f"unknown metric {metric!r}: not a history.csv column of any run in {folder}{hint} "
-        f"(known, closest first: {', '.join(near)})",
+        f"unknown metric {metric!r}: not a history.csv column nor a metrics.json number of any run in "
+        f"{folder}{hint} (known, closest first: {', '.join(near)})",
         key="metric",
     )
 
@@ -360,9 +393,12 @@ def write_report(
     require_metric: bool = False,
 ) -> dict[str, Path]:
     """``summary.csv``, ``summary.md`` and the figures of ``grid_dir``; returns their paths (figures only
-    where some run has ``metric`` history). A grid folder gets ``figures/compare_<axis>.png`` per compared
-    axis (default: every varying key); another folder of runs one table and ``figures/runs_<notebook>.png``
-    per notebook. ``require_metric``: a ``metric`` no run logged is a ParameterError (nothing is written).
+    where some run has ``metric``). A grid folder gets ``figures/compare_<axis>.png`` per compared axis
+    (default: every varying key); another folder of runs one table and ``figures/runs_<notebook>.png`` per
+    notebook. Tables are sorted by ``metric`` (a history.csv column: each run's best epoch; or a metrics.json
+    number), best first; runs whose setting has published figures (:mod:`fgvc_lib.grid.published`) get
+    them beside the reproduced ones, and ``figures/published*.png``. ``require_metric``: a ``metric`` no run
+    logged is a ParameterError (nothing is written).
     SLURM jobs submitted without waiting are looked at first (:func:`settle_submitted`): those that died are
     recorded failed, those still queued or running are rows with status ``submitted``."""
     grid_dir = Path(grid_dir)
@@ -380,13 +416,38 @@ def write_report(
     else:
         out, summary = _runs_report(grid_dir, entries, metric)
     drawn = {k: v for k, v in out.items() if not k.startswith("summary_")}
-    if not drawn and entries and metric not in known_metrics(grid_dir, entries):
-        log(f"no figures: no run logged {metric!r} in history.csv (known: "
-            f"{', '.join(known_metrics(grid_dir, entries)) or 'none'})")
+    if not drawn and entries and metric not in known_metrics(grid_dir, entries, results=True):
+        log(f"no figures: no run logged {metric!r} in history.csv or metrics.json (known: "
+            f"{', '.join(known_metrics(grid_dir, entries, results=True)) or 'none'})")
     write_text_atomic(out["summary_md"], summary + ("\n" + _unreadable_section(entries)
                                                      if _unreadable_section(entries) else ""))
     _replace_figures(grid_dir, drawn)
     return out
+
+
+def _grid_spec(record: dict[str, Any]) -> dict[str, Any]:
+    """The grid's spec as run (``grid.yaml``), with the ``published:`` block of its grid file when that file
+    is still there and reads (figures added or corrected after the runs count)."""
+    spec = dict(record.get("spec") or {})
+    source = record.get("source")
+    if isinstance(source, str) and Path(source).is_file():
+        from .spec import load_grid
+
+        try:
+            current = load_grid(source)
+        except (ParameterError, OSError):
+            return spec
+        if current.notebook == spec.get("notebook") and current.published:
+            spec["published"] = current.published
+    return spec
+
+
+def _with_values(df: Any, entries: list[tuple[str, dict[str, Any]]], folder: Path, metric: str) -> tuple[Any, str, dict]:
+    """``df`` with the sort column of ``metric`` (:func:`run_values`) added when it is not a column yet."""
+    column, values = run_values(folder, entries, metric)
+    if column not in df.columns:
+        df = df.assign(**{column: [values.get(name) for name, _ in entries]})
+    return df, column, values
 
 
 def _grid_report(
@@ -394,16 +455,23 @@ def _grid_report(
 ) -> tuple[dict[str, Path], str]:
     from ..plots import save_figure
 
-    df = _frame(entries)
+    record = grid_record(grid_dir)
     varying = _varying(entries)
+    df, column, values = _with_values(_frame(entries), entries, grid_dir, metric)
+    published = grid_published(_grid_spec(record), record.get("preset"))
+    df, pairs, rows = add_published(df, entries, published)
     out = {"summary_csv": grid_dir / "summary.csv", "summary_md": grid_dir / "summary.md"}
     write_text_atomic(out["summary_csv"], df.to_csv(index=False))
-    summary = markdown_table(df, varying, title=f"Grid {grid_dir.name}")
+    summary = markdown_table(df, varying, title=f"Grid {grid_dir.name}", sort_by=column,
+                             notes=_split_notes(entries, df))
+    summary += ("\n" + _published_section(pairs, record.get("preset"))) if pairs else ""
     per_loss = per_axis_summary(df, "loss") if "loss" in varying else ""
     for axis in compare if compare is not None else varying:
-        fig = compare_figure(grid_dir, entries, axis, varying, metric)
+        fig = compare_figure(grid_dir, entries, axis, varying, metric, values, column)
         if fig is not None:
             out[f"compare_{axis}"] = save_figure(fig, grid_dir / "figures" / f"compare_{axis}.png")
+    if rows:
+        out["published"] = save_figure(published_figure(rows, entries), grid_dir / "figures" / "published.png")
     return out, summary + ("\n" + per_loss if per_loss else "")
 
 
@@ -426,19 +494,27 @@ def _runs_report(folder: Path, entries: list[tuple[str, dict[str, Any]]], metric
     out = {"summary_csv": folder / "summary.csv", "summary_md": folder / "summary.md"}
     frames, sections = [], []
     for notebook, group in groups.items():
-        df = _frame(group)
+        df, column, values = _with_values(_frame(group), group, folder, metric)
+        df, pairs, rows = add_published(df, group, run_published(notebook))
         df.insert(0, "notebook", notebook)
         frames.append(df)
         varying = _varying(group)
-        sections.append(markdown_table(df.drop(columns="notebook"), varying, title=notebook).replace("# ", "## ", 1))
-        fig = runs_figure(folder, group, metric, notebook)
+        table = markdown_table(df.drop(columns="notebook"), varying, title=notebook, sort_by=column,
+                               notes=_split_notes(group, df))
+        sections.append(table.replace("# ", "## ", 1) + (f"\n{_published_section(pairs)}".replace(
+            "## Published", "### Published") if pairs else ""))
+        fig = runs_figure(folder, group, metric, notebook, values, column)
         if fig is not None:
             key = f"runs_{notebook}"
             out[key] = save_figure(fig, folder / "figures" / f"{key}.png")
-            sections[-1] += f"\nFigure: figures/{key}.png ({metric} per epoch, one line per run)\n"
+            sections[-1] += f"\nFigure: figures/{key}.png ({metric}: per epoch, one line per run; {column}: one bar per run)\n"
         else:
             logged = ", ".join(known_metrics(folder, group)) or "no history.csv"
             sections[-1] += f"\nNo figure: no run of {notebook} logged {metric} (their history.csv: {logged})\n"
+        if rows:
+            key = f"published_{notebook}"
+            out[key] = save_figure(published_figure(rows, group), folder / "figures" / f"{key}.png")
+            sections[-1] += f"Figure: figures/{key}.png (reproduced next to published)\n"
     unreadable = [(n, m) for n, m in entries if m.get("status") == "unreadable"]
     if unreadable:
         df = _frame(unreadable)

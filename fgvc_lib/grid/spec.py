@@ -20,7 +20,12 @@ Grid YAML format::
         base: {epochs: 2}         # overrides applied after the run's own values
         replace: {model: {swin_base_patch4_window12_384: swin_tiny_patch4_window7_224}}  # substitutions
     compare: [loss, model]        # optional: axes to draw comparison figures for (default: every key that varies)
-    metric: val_acc               # optional: history.csv column for the comparison figures (default val_acc)
+    metric: val_acc               # optional: what `fgvc report` draws and sorts by: a history.csv column (curves,
+                                  #   best epoch's value) or a metrics.json key (default val_acc)
+    published:                    # optional: the report's figures, shown next to the reproduced ones
+      source: cifar100 report, Table 1 (test accuracy)        #   (format: fgvc_lib.grid.published)
+      rows:
+        - {match: {model: swin_base_patch4_window12_384, loss: focal}, top1_acc: 0.9356}
     executor:                     # optional: where the runs execute (``fgvc grid`` options override it)
       kind: slurm                 #   local (default: worker processes) | slurm | submitit-local
       partition: gpu              #   the keys below are for slurm / submitit-local (see ExecutorConfig)
@@ -45,7 +50,8 @@ from ..catalog import notebook_names
 from ..config import ParameterError, params_class, read_yaml_file
 from ..registry import did_you_mean
 
-TOP_KEYS = ("notebook", "name", "base", "axes", "rows", "grids", "presets", "compare", "metric", "executor")
+TOP_KEYS = ("notebook", "name", "base", "axes", "rows", "grids", "presets", "compare", "metric", "executor",
+            "published")
 SUBGRID_KEYS = ("base", "axes", "rows")
 PRESET_KEYS = ("base", "replace")
 
@@ -64,6 +70,7 @@ class GridSpec:
     compare: list[str] | None = None
     metric: str = "val_acc"
     executor: dict[str, Any] = field(default_factory=dict)  # the checked `executor:` mapping as written
+    published: dict[str, Any] = field(default_factory=dict)  # {'source': ..., 'rows': [...]}: grid.published
     path: Path | None = None
 
     @property
@@ -74,7 +81,7 @@ class GridSpec:
     def to_dict(self) -> dict[str, Any]:
         """The spec as a grid YAML mapping (without ``path``)."""
         data: dict[str, Any] = {"notebook": self.notebook, "name": self.name, "base": self.base}
-        for key in ("axes", "rows", "grids", "presets", "compare", "executor"):
+        for key in ("axes", "rows", "grids", "presets", "compare", "executor", "published"):
             if getattr(self, key):
                 data[key] = getattr(self, key)
         data["metric"] = self.metric
@@ -143,6 +150,11 @@ class GridSpec:
         metric = data.get("metric", "val_acc")
         if not isinstance(metric, str) or not metric:
             raise ParameterError(f"{where}: 'metric' must be a history.csv column name, got {metric!r}")
+        published = data.get("published")
+        if published is not None:
+            from .published import check_published
+
+            published = check_published(published, where, notebook)
         return cls(
             notebook=notebook,
             name=name,
@@ -154,6 +166,7 @@ class GridSpec:
             compare=compare,
             metric=metric,
             executor=check_executor(data.get("executor"), f"{where}: executor"),
+            published=copy.deepcopy(published or {}),
             path=Path(path) if path else None,
         )
 
