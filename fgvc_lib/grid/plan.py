@@ -38,6 +38,7 @@ from ..config import ParameterError, params_class
 from ..execution import notebook_path
 from ..registry import did_you_mean
 from ..runs import outputs_root, write_text_atomic
+from .presets import _same, apply_preset  # noqa: F401 (re-exported)
 from .spec import GridSpec
 
 #: Parameters that do not change a run's result: left out of its id, its identity and the readable id part.
@@ -54,10 +55,6 @@ def _canonical(values: Mapping[str, Any]) -> str:
     return json.dumps(values, sort_keys=True, separators=(",", ":"), default=str)
 
 
-def _same(a: Any, b: Any) -> bool:
-    return isinstance(a, bool) == isinstance(b, bool) and a == b
-
-
 def _expand_part(base: Mapping[str, Any], axes: Mapping[str, list[Any]], rows: list[dict]) -> list[dict]:
     if not axes and not rows:
         return [dict(base)]
@@ -65,27 +62,6 @@ def _expand_part(base: Mapping[str, Any], axes: Mapping[str, list[Any]], rows: l
     if axes:  # product() of no axes would be one empty combination
         runs = [{**base, **dict(zip(axes, c, strict=True))} for c in itertools.product(*axes.values())]
     return runs + [{**base, **row} for row in rows]
-
-
-def apply_preset(run: Mapping[str, Any], preset: Mapping[str, Any]) -> dict[str, Any]:
-    """``replace`` substitutions on the run's values, then the preset's ``base`` overrides.
-
-    A substitution whose new value is a mapping sets several parameters for the runs that match, after
-    ``base`` (e.g. ``model: {efficientnet-b4: {model: tf_efficientnet_lite0, pretrained: true}}``)."""
-    out = dict(run)
-    bundles: dict[str, Any] = {}
-    for key, substitutions in preset.get("replace", {}).items():
-        if key in out:
-            for old, new in substitutions.items():
-                if _same(out[key], old):
-                    if isinstance(new, Mapping):
-                        bundles.update(new)
-                    else:
-                        out[key] = new
-                    break
-    out.update(preset.get("base", {}))
-    out.update(bundles)
-    return out
 
 
 def expand_grid(spec: GridSpec, preset: str | None = None) -> list[dict[str, Any]]:

@@ -111,7 +111,7 @@ def check_published(value: Any, where: str, notebook: str) -> dict[str, Any]:
 def grid_published(spec: Mapping[str, Any], preset: str | None = None) -> list[Published]:
     """The published rows of a grid spec (a ``grid.yaml`` record's ``spec``), matches taken through
     ``preset``'s substitutions when the runs used one."""
-    from .plan import apply_preset
+    from .presets import apply_preset
 
     block = spec.get("published") or {}
     presets = spec.get("presets") or {}
