@@ -300,3 +300,33 @@ def test_progress_bar_and_live_curve_keep_one_output_each_in_an_executed_noteboo
     assert len(widgets) == 1 and len(figures) == 1, kinds
     assert [line.split()[1] for line in text.splitlines() if line.startswith("epoch")] == ["1/4", "2/4", "3/4", "4/4"]
     assert "error" not in kinds
+
+
+# ---------------------------------------------------------------------------------------------- Python entry point
+ENTRY = """
+import json, sys
+from fgvc_lib.notebooks import run
+from fgvc_lib.config import ParameterError
+
+run_dir = run("chatty", {"epochs": 2, "batch_size": 8, "device": "cpu", "num_workers": 0, "lr_steps": "[2, 3]"},
+              run_dir=sys.argv[1], quiet=True)
+print(json.dumps({"run_dir": str(run_dir)}))
+try:
+    run("chatty", {"epochs": 0})
+except ParameterError as exc:
+    print(json.dumps({"error": str(exc)}))
+"""
+
+
+def test_python_entry_point_runs_a_notebook_writes_html_and_returns_the_run_folder(tmp_path, chatty):
+    _, env = chatty
+    out = subprocess.run([sys.executable, "-c", ENTRY, "api-run"], env=env, capture_output=True, text=True,
+                         timeout=300, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    first, second = (json.loads(line) for line in out.stdout.strip().splitlines())
+    run = tmp_path / "api-run"
+    assert first == {"run_dir": str(run)}  # quiet: nothing else printed
+    assert (run / "chatty.ipynb").is_file() and (run / "chatty.html").is_file()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["status"] == "finished" and metrics["lr_steps_seen"] == [2, 3]
+    assert "epochs" in second["error"]  # checked before any kernel or run folder
