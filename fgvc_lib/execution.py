@@ -164,8 +164,8 @@ class RunInterrupted(KeyboardInterrupt):
             return f"interrupted before the run started; {folder} is as it was"
         command = self.resume_command(program)
         if command is None:
-            return (f"interrupted after epoch {self.epochs}, before the first checkpoint: nothing to resume; "
-                    f"the run folder {folder} is kept (run the same command again for a new run)")
+            return (f"interrupted after epoch {self.epochs}, before the first checkpoint: nothing to resume "
+                    f"(no checkpoints/last.pt); kept {folder}")
         return f"interrupted after epoch {self.epochs}; kept checkpoints/last.pt in {folder}; resume with: {command}"
 
 
@@ -363,23 +363,20 @@ class NotebookAttempt:
         )
 
     def interrupted(self, params: dict[str, Any]) -> RunInterrupted:
-        """Settle an attempt stopped by Ctrl-C (the kernel is down): its notebook placed as a failed one's, no
-        HTML; ``metrics.json`` says ``interrupted`` when the attempt started (a finished run stays finished)."""
+        """Settle an attempt stopped by Ctrl-C (the kernel is down). One that started: its notebook placed as a
+        failed one's, no HTML, and ``metrics.json`` says ``interrupted`` (a run that had just finished stays
+        finished). A resume stopped before it started leaves the folder as it was."""
         from .grid.worker import settle_interrupted
 
+        if not self.started():
+            self.path.unlink(missing_ok=True)
+            return RunInterrupted(self.notebook, self.run_dir, started=False)
         try:
             self._place_failed(html=False, label="interrupted")
-        except OSError:
+            settle_interrupted(self.notebook, params, self.run_dir, 0.0)
+        except (OSError, OutputWriteError):  # best effort, as for a failure: the line still says what is there
             pass
-        started = self.started()
-        if started:
-            try:
-                settle_interrupted(self.notebook, params, self.run_dir, 0.0)
-            except (OSError, OutputWriteError):
-                pass
-        else:
-            self.path.unlink(missing_ok=True)
-        return RunInterrupted(self.notebook, self.run_dir, started=started)
+        return RunInterrupted(self.notebook, self.run_dir)
 
     def _record(self, error: str, tb: str, params: dict[str, Any]) -> str:
         """Write ``failed`` to ``metrics.json`` when the attempt started and the notebook did not record its

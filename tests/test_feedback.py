@@ -158,6 +158,21 @@ def test_fgvc_run_streams_epoch_lines_and_ends_with_a_summary_quiet_computes_the
     assert _history_without_seconds(quiet) == _history_without_seconds(loud)  # a display option computes nothing
 
 
+def test_a_tiny_inat_bbn_run_prints_every_epoch_line_and_the_summary_with_a_comma_list(tmp_path, tiny_params):
+    """A real notebook: ``fgvc run inat_bbn`` on tiny parameters with ``-p lr_steps 1,2``."""
+    values = tiny_params("inat_bbn", device="cpu", lr_steps="1,2")
+    pairs = [word for key, value in values.items() for word in ("-p", key, str(value))]
+    run = tmp_path / "inat"
+    out = fgvc({**os.environ, "OMP_NUM_THREADS": "1"}, "run", "inat_bbn", "--run-dir", str(run), *pairs)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.strip().splitlines()
+    assert [line.split()[1] for line in lines if line.startswith("epoch ")] == ["1/2", "2/2"]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["params"]["lr_steps"] == [1, 2]
+    assert lines[-3].startswith(f"result: val top-1 {metrics['top1_acc']:.3f} (chance {metrics['chance_acc']:.3f})")
+    assert lines[-2:] == [f"report: {run / 'inat_bbn.html'}", f"run finished: {run}"]
+
+
 # ---------------------------------------------------------------------------------------------- Ctrl-C
 def test_ctrl_c_ends_with_one_line_naming_what_was_kept_and_the_resume_command(tmp_path, chatty):
     _, env = chatty
