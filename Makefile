@@ -14,12 +14,14 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-## demo: generate the embedded data and run the four notebooks into outputs/runs/<notebook>/<run-id>/
+## demo: generate the embedded data and run the four notebooks into outputs/runs/<notebook>/<run-id>/, then one
+## table of the four runs (headline metric, baseline, seconds, run folder)
 demo: $(STAMP)
 	$(VENV)/bin/fgvc run bird -f parameters/bird.yaml
 	$(VENV)/bin/fgvc run cifar100 -f parameters/cifar100.yaml
 	$(VENV)/bin/fgvc run inat_bbn -f parameters/inat_bbn.yaml
 	$(VENV)/bin/fgvc run multilabel -f parameters/multilabel.yaml
+	$(VENV)/bin/fgvc runs --latest
 
 ## grid-demo: the cifar100 report's Table 1 (ten runs) on the embedded data, CPU preset, then one summary table
 grid-demo: $(STAMP)

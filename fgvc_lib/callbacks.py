@@ -190,27 +190,43 @@ class EpochLog(Callback):
 
 
 class ProgressBar(Callback):
-    """A tqdm bar per training epoch, advanced after each batch. It never wraps or iterates the loader (a bar
-    that did advanced the loader's seeded generator and changed results), and it reads ``len(loader)`` only."""
+    """One tqdm bar for the whole fit (a widget in Jupyter when ipywidgets is there), reset at the start of each
+    training epoch and advanced after each batch, so a notebook keeps one bar output, not one per epoch. It never
+    wraps or iterates the loader (a bar that did advanced the loader's seeded generator and changed results),
+    and it reads ``len(loader)`` only. A text bar is cleared after each training epoch, so the epoch line and
+    evaluation print on a clean line."""
 
     def __init__(self) -> None:
         self.bar: Any = None
 
+    def before_fit(self, trainer: Trainer) -> None:
+        self._close()  # a bar left open by an earlier fit that raised
+
     def before_epoch(self, trainer: Trainer, epoch_index: int) -> None:
+        description = f"epoch {epoch_index + 1}/{trainer.epochs}"
+        if self.bar is not None:
+            self.bar.set_description(description, refresh=False)
+            self.bar.reset(total=trainer.steps_per_epoch)
+            return
         try:  # widget bars in Jupyter when ipywidgets is there, plain text bars otherwise
             import ipywidgets  # noqa: F401
             from tqdm.auto import tqdm
         except ImportError:
             from tqdm import tqdm
-        total = trainer.steps_per_epoch
-        self.bar = tqdm(total=total, desc=f"epoch {epoch_index + 1}/{trainer.epochs}", leave=False,
-                        dynamic_ncols=True)
+        self.bar = tqdm(total=trainer.steps_per_epoch, desc=description, leave=False, dynamic_ncols=True)
 
     def after_batch(self, trainer: Trainer, step: int, loss: torch.Tensor, logits: torch.Tensor) -> None:
         if self.bar is not None:
             self.bar.update(1)
 
     def after_train_epoch(self, trainer: Trainer) -> None:
+        if self.bar is not None:
+            self.bar.clear()  # text bars only (a widget's clear does nothing)
+
+    def after_fit(self, trainer: Trainer) -> None:
+        self._close()
+
+    def _close(self) -> None:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
@@ -227,8 +243,10 @@ def in_notebook() -> bool:
 
 
 class LiveLearningCurves(Callback):
-    """In a Jupyter kernel: one learning-curve figure that is redrawn in place after every epoch (display
-    only; outside a kernel it does nothing)."""
+    """In a Jupyter kernel: one learning-curve figure that is redrawn in place after every epoch (one output
+    through a display handle, also in a notebook papermill executes; display only; outside a kernel it does
+    nothing). The figure is sent as a PNG, so it shows whatever matplotlib backend the kernel has (``Agg``
+    included, where a Figure object would display as its text repr)."""
 
     order = 60
 
@@ -239,17 +257,20 @@ class LiveLearningCurves(Callback):
     def after_epoch(self, trainer: Trainer, row: dict[str, float]) -> None:
         if not in_notebook() or not trainer.dist.is_main:
             return
-        import matplotlib.pyplot as plt
-        from IPython.display import display
+        import io
+
+        from IPython.display import Image, display
 
         from .plots import learning_curves
 
         fig = learning_curves(trainer.history, title=f"{self.title} (epoch {int(row['epoch'])}/{trainer.epochs})")
+        png = io.BytesIO()
+        fig.savefig(png, format="png", bbox_inches="tight")  # a pyplot-free Figure: nothing to close
+        image = Image(data=png.getvalue(), format="png")
         if self.handle is None:
-            self.handle = display(fig, display_id=True)
+            self.handle = display(image, display_id=True)
         else:
-            self.handle.update(fig)
-        plt.close(fig)
+            self.handle.update(image)
 
     def after_fit(self, trainer: Trainer) -> None:
         self.handle = None

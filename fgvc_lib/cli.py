@@ -1,6 +1,7 @@
 """``fgvc`` command line: ``synth`` (write embedded data sets), ``run`` (execute a notebook into a run folder),
-``params`` (list a notebook's parameters), ``train`` (the experiment without the notebook, e.g. under
-torchrun), ``grid`` (run a parameter grid), ``report`` (summarise one)."""
+``runs`` (a table of runs and their headline metrics), ``params`` (list a notebook's parameters), ``train`` (the
+experiment without the notebook, e.g. under torchrun), ``grid`` (run a parameter grid), ``report`` (summarise
+one)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from typing import Any
 
 from .catalog import Synth, notebook_names, synth_commands
 from .config import ParameterError, check_command_line, params_class
-from .execution import _overrides, execute_notebook, load_values
 
 #: Type and help of the ``fgvc synth`` options of the declared data sets (``fgvc_lib.catalog.Synth.options``);
 #: an option a plugin's writer adds is read as a YAML scalar. Each help lists [the data sets taking it, defaults].
@@ -29,6 +29,8 @@ SYNTH_OPTIONS: dict[str, tuple[Any, str]] = {
 
 
 def _yaml_scalar(text: str) -> Any:
+    from .execution import _overrides
+
     return _overrides([["value", text]])["value"]
 
 
@@ -60,20 +62,53 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .execution import NotebookFailed
+    from .execution import (
+        NotebookFailed,
+        RunInterrupted,
+        execute_notebook,
+        interrupt_once,
+        load_values,
+        papermill_log_to_stderr,
+        print_line,
+    )
     from .param_paths import resolve_path
+    from .run_summary import run_summary
 
-    check_command_line(args.notebook, args.file, args.param)  # before any kernel or run folder
-    values = load_values(args.file, args.param, notebook=args.notebook)
-    if args.run_dir:
-        values["run_dir"] = resolve_path(args.run_dir, Path.cwd())
+    if args.log_output:
+        papermill_log_to_stderr()
+    echo = None if args.quiet or args.log_output else print_line  # display only: the same notebook executes
     try:
-        run_dir = execute_notebook(args.notebook, values, progress=args.progress, log_output=args.log_output)
+        with interrupt_once():
+            check_command_line(args.notebook, args.file, args.param)  # before any kernel or run folder
+            values = load_values(args.file, args.param, notebook=args.notebook)
+            if args.run_dir:
+                values["run_dir"] = resolve_path(args.run_dir, Path.cwd())
+            run_dir = execute_notebook(args.notebook, values, progress=args.progress, log_output=args.log_output,
+                                       echo=echo)
     except NotebookFailed as exc:  # one line: the error, the log with the traceback, the notebook
         print(f"fgvc run: {exc}", file=sys.stderr)
         return 1
+    except RunInterrupted as stop:  # one line: what was kept, the command that resumes
+        print(f"fgvc run: {stop.summary(_program())}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("fgvc run: interrupted before the notebook started", file=sys.stderr)
+        return 130
+    if not args.quiet:
+        print("\n".join(run_summary(run_dir, args.notebook)))
     print(f"run finished: {run_dir}")
     return 0
+
+
+def _program() -> str:
+    """How this command was called, for the commands it suggests: ``.venv/bin/fgvc`` as typed, else ``fgvc``."""
+    return sys.argv[0] if Path(sys.argv[0]).name == "fgvc" else "fgvc"
+
+
+def _cmd_runs(args: argparse.Namespace) -> int:
+    from .run_summary import runs_command
+
+    return runs_command(args)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -117,7 +152,7 @@ def _parse_slurm_args(pairs: list[str] | None) -> dict[str, Any] | None:
         key, sep, raw = pair.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"--slurm-arg: expected key=value (an sbatch option), got {pair!r}")
-        out[key.strip()] = _overrides([[key, raw]])[key]
+        out[key.strip()] = _yaml_scalar(raw)
     return out
 
 
@@ -248,9 +283,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--run-dir", default="", help="explicit run folder (default: a new run id); with -p resume true: the run "
         "to continue, with its own parameters"
     )
-    run.add_argument("--progress", action="store_true", help="show progress bars")
-    run.add_argument("--log-output", action="store_true", help="echo the notebook's output while it runs")
+    run.add_argument("--progress", action="store_true", help="progress bars in the executed notebook and papermill's "
+                     "cell bar")
+    run.add_argument("-q", "--quiet", action="store_true",
+                     help="print only the run folder at the end (not the notebook's lines nor the summary)")
+    run.add_argument("--log-output", action="store_true",
+                     help="papermill's own log on stderr instead of the notebook's lines: each cell, stdout, stderr")
     run.set_defaults(func=_cmd_run)
+
+    runs = sub.add_parser("runs", help="table of runs: headline metric, baseline, seconds, run folder")
+    runs.add_argument("targets", nargs="*", metavar="NOTEBOOK|RUN_DIR",
+                      help=f"notebooks ({notebooks}; default: all) or run folders")
+    runs.add_argument("--latest", action="store_true", help="only the latest run of each notebook")
+    runs.set_defaults(func=_cmd_runs)
 
     params = sub.add_parser("params", help="list a notebook's parameters with defaults and help")
     params.add_argument("notebook", help=notebooks)
@@ -394,9 +439,15 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError as exc:
         print(f"fgvc: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("fgvc: interrupted", file=sys.stderr)
+        return 130
     args = parser.parse_args(argv)
     try:
         return args.func(args)
+    except KeyboardInterrupt:  # a command without its own Ctrl-C handling: one line, no traceback
+        print(f"fgvc {args.command}: interrupted", file=sys.stderr)
+        return 130
     except (ParameterError, FileNotFoundError, ValueError, RuntimeError) as exc:
         name = type(exc).__name__
         print(f"fgvc {args.command}: {name}: {exc}", file=sys.stderr)

@@ -76,6 +76,26 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+def _list_items(value: Any) -> list[Any] | tuple[Any, ...] | None:
+    """The items of a list value however it was written: a list; one number (``-p lr_steps 15``: YAML and
+    papermill's ``-p`` make it an int); a string ``15,30`` (``;`` too) or ``[15, 30]`` (YAML flow list, as
+    papermill's ``-p`` passes it on, a string). None when it is none of these."""
+    if isinstance(value, (list, tuple)):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return [value]
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    if text.startswith("[") and text.endswith("]"):
+        try:
+            items = yaml.safe_load(text)
+        except yaml.YAMLError:
+            return None
+        return items if isinstance(items, list) else None
+    return [v for v in (s.strip() for s in text.replace(";", ",").split(",")) if v]
+
+
 def coerce(key: str, value: Any, tp: Any) -> Any:
     """Convert ``value`` (from YAML, papermill ``-p``/``-r`` or Python) to type ``tp`` or raise ParameterError."""
 
@@ -92,11 +112,9 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
         raise fail(did_you_mean(str(text), choices))
     if origin in (list, tuple):
         (inner,) = typing.get_args(tp)[:1]
-        items = value
-        if isinstance(value, str):
-            items = [v for v in (s.strip() for s in value.replace(";", ",").split(",")) if v]
-        if not isinstance(items, (list, tuple)):
-            raise fail()
+        items = _list_items(value)
+        if items is None:
+            raise fail(" (write a list as 15, 15,30 or [15, 30])")
         return [coerce(f"{key}[{i}]", v, inner) for i, v in enumerate(items)]
     if tp is bool:
         if isinstance(value, bool):

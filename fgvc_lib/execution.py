@@ -15,14 +15,30 @@ One execution is an *attempt* on a run folder, made while this process holds the
 A failure gives one line (the error, the log file with the full traceback, the notebook); when the notebook
 did not record it (a cell before ``exp.run()``), ``metrics.json`` is written with ``failed``, unless the
 attempt did not get past the start of a resume (the earlier run's files are then left exactly as they were).
+
+Ctrl-C (KeyboardInterrupt while the notebook executes) is not a failure: papermill shuts the kernel down, the
+attempt's notebook is placed as a failed one's would be (``interrupted-<time>`` instead of ``failed-<time>``, no
+HTML, no log), ``metrics.json`` says ``interrupted`` with the epochs done, and :class:`RunInterrupted` carries
+the run folder and the checkpoint kept, for one line that says how to resume.
+
+What the notebook prints can be followed while it runs: ``echo`` receives each line of its stdout
+(:class:`LineEcho`: whole lines, a ``\r``-rewritten line in its last state, no colour codes); figures, HTML and
+stderr (progress bars) stay in the executed notebook only. Echoing reads outputs and changes nothing executed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import logging
 import os
 import re
+import shlex
+import signal
+import sys
+import threading
 import traceback
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +49,7 @@ from .config import ParameterError, params_class, read_yaml_file
 from .fileio import OUTPUT_ERRNOS, OutputWriteError, describe_write_error, write_text_atomic
 from .param_paths import path_params, resolve_param_paths
 from .resume import resume_values
+from .run_summary import shown_path
 from .runs import (
     earlier_run_files,
     lock_shared_with_children,
@@ -117,7 +134,139 @@ class NotebookFailed(RuntimeError):
         self.ename, self.evalue, self.log, self.notebook = ename, evalue, log, notebook
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a notebook run; the run folder and what it kept are settled (``metrics.json`` says
+    ``interrupted``). :meth:`summary` is the one line to show: what was kept and the command that resumes."""
+
+    def __init__(self, notebook: str, run_dir: Path, *, started: bool = True, finished: bool = False):
+        super().__init__(f"{notebook}: interrupted ({run_dir})")
+        self.notebook, self.run_dir, self.started, self.finished = notebook, Path(run_dir), started, finished
+        self.checkpoint = self.run_dir / "checkpoints" / "last.pt"
+        try:
+            self.epochs = int(read_metrics(self.run_dir).get("epochs_run") or 0) if started else 0
+        except (OSError, ValueError, TypeError):
+            self.epochs = 0
+
+    def resume_command(self, program: str = "fgvc") -> str | None:
+        """``fgvc run NOTEBOOK --run-dir FOLDER -p resume true`` (the rest comes from the run's ``params.yaml``);
+        None without a checkpoint to resume from."""
+        if not self.checkpoint.is_file():
+            return None
+        return shlex.join([*shlex.split(program), "run", self.notebook, "--run-dir", shown_path(self.run_dir),
+                           "-p", "resume", "true"])
+
+    def summary(self, program: str = "fgvc") -> str:
+        """One line: ``interrupted after epoch N; kept checkpoints/last.pt in FOLDER; resume with: COMMAND``."""
+        folder = shown_path(self.run_dir)
+        if self.finished:
+            return f"interrupted while writing the HTML report; the run itself finished: {folder}"
+        if not self.started:
+            return f"interrupted before the run started; {folder} is as it was"
+        command = self.resume_command(program)
+        if command is None:
+            return (f"interrupted after epoch {self.epochs}, before the first checkpoint: nothing to resume "
+                    f"(no checkpoints/last.pt); kept {folder}")
+        return f"interrupted after epoch {self.epochs}; kept checkpoints/last.pt in {folder}; resume with: {command}"
+
+
+#: Set by :func:`interrupt_once` on Ctrl-C: from then on :class:`_AfterCtrlC` drops the reports of the kernel
+#: that papermill shut down.
+_CTRL_C = threading.Event()
+
+
+class _AfterCtrlC(logging.Filter):
+    """After Ctrl-C, drops what papermill and asyncio report about the kernel papermill shut down: "Kernel died
+    while waiting for execute reply" and the cell's task that ended with DeadKernelError ("Task exception was
+    never retrieved", often printed as the process exits). The one line of :class:`RunInterrupted` says it all."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not _CTRL_C.is_set():
+            return True
+        error = record.exc_info[1] if record.exc_info else None
+        return not (record.getMessage().startswith("Kernel died") or type(error).__name__ == "DeadKernelError")
+
+
+@contextlib.contextmanager
+def interrupt_once() -> Iterator[None]:
+    """While the block runs, the first SIGINT raises KeyboardInterrupt as usual and later ones are ignored, so
+    a second Ctrl-C cannot break the settling of the first, and the kernel's shutdown is not reported as an
+    error (:class:`_AfterCtrlC`); the previous handler is back afterwards. Outside the main thread, or where
+    SIGINT is ignored: nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    for name in ("papermill", "asyncio"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _AfterCtrlC) for f in logger.filters):
+            logger.addFilter(_AfterCtrlC())
+
+    def first(signum: int, frame: Any) -> None:
+        _CTRL_C.set()
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    _CTRL_C.clear()
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # started with Ctrl-C ignored (nohup, `cmd &`): stays so
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, first)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+class LineEcho:
+    """A file-like sink for papermill's ``stdout_file``: the text the notebook prints, passed on to
+    ``write_line`` one whole line at a time; a line rewritten with ``\r`` (a text progress bar) shows its last
+    state, colour codes are removed and empty lines dropped."""
+
+    def __init__(self, write_line: Callable[[str], None]):
+        self.write_line = write_line
+        self._pending = ""
+
+    def write(self, text: str) -> int:
+        self._pending += text
+        *lines, self._pending = self._pending.split("\n")
+        for line in lines:
+            self._emit(line)
+        return len(text)
+
+    def _emit(self, line: str) -> None:
+        line = _ANSI.sub("", line.rstrip("\r").rsplit("\r", 1)[-1]).rstrip()
+        if line.strip():
+            self.write_line(line)
+
+    def flush(self) -> None:
+        """Nothing to do: a line is passed on when it is complete (:meth:`close` passes on the rest)."""
+
+    def close(self) -> None:
+        pending, self._pending = self._pending, ""
+        self._emit(pending)
+
+
+def print_line(line: str) -> None:
+    """The default ``echo``: the line on this process's stdout at once, above papermill's cell bar when one is
+    shown (``--progress``) rather than through it."""
+    from tqdm import tqdm
+
+    tqdm.write(line, file=sys.stdout)
+    sys.stdout.flush()
+
+
+def papermill_log_to_stderr() -> None:
+    """Show papermill's own log (each cell as it starts, all the notebook's output) on stderr: papermill logs
+    through :mod:`logging`, which nothing configures otherwise."""
+    logger = logging.getLogger("papermill")
+    if not any(getattr(h, "_fgvc", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler._fgvc = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
 
 
 def _stamp(path: Path) -> tuple[int, int] | None:
@@ -153,14 +302,15 @@ class NotebookAttempt:
             export_html(self.final)
         return self.final
 
-    def _place_failed(self, html: bool) -> tuple[Path, Path]:
-        """Move the failed attempt's notebook where it belongs; returns (notebook, log file)."""
+    def _place_failed(self, html: bool, label: str = "failed") -> tuple[Path, Path]:
+        """Move the failed (``label``: or interrupted) attempt's notebook where it belongs; returns (notebook,
+        log file)."""
         if self.had_notebook:
             when = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-            stem, n = f"{self.notebook}.failed-{when}", 1
+            stem, n = f"{self.notebook}.{label}-{when}", 1
             while (self.run_dir / f"{stem}.ipynb").exists():
                 n += 1
-                stem = f"{self.notebook}.failed-{when}-{n}"
+                stem = f"{self.notebook}.{label}-{when}-{n}"
             target, log = self.run_dir / f"{stem}.ipynb", self.run_dir / f"{stem}.log"
         else:
             target, log = self.final, self.run_dir / "error.log"
@@ -212,6 +362,22 @@ class NotebookAttempt:
             f"{ename}: {short} ({where}notebook: {target})", ename, str(exc.evalue), log, target
         )
 
+    def interrupted(self, params: dict[str, Any]) -> RunInterrupted:
+        """Settle an attempt stopped by Ctrl-C (the kernel is down). One that started: its notebook placed as a
+        failed one's, no HTML, and ``metrics.json`` says ``interrupted`` (a run that had just finished stays
+        finished). A resume stopped before it started leaves the folder as it was."""
+        from .grid.worker import settle_interrupted
+
+        if not self.started():
+            self.path.unlink(missing_ok=True)
+            return RunInterrupted(self.notebook, self.run_dir, started=False)
+        try:
+            self._place_failed(html=False, label="interrupted")
+            settle_interrupted(self.notebook, params, self.run_dir, 0.0)
+        except (OSError, OutputWriteError):  # best effort, as for a failure: the line still says what is there
+            pass
+        return RunInterrupted(self.notebook, self.run_dir)
+
     def _record(self, error: str, tb: str, params: dict[str, Any]) -> str:
         """Write ``failed`` to ``metrics.json`` when the attempt started and the notebook did not record its
         failure itself; returns the error the run recorded. Best effort: a full disk may refuse this too."""
@@ -241,11 +407,14 @@ def execute_notebook(
     progress: bool = False,
     html: bool = True,
     log_output: bool = False,
+    echo: Callable[[str], None] | None = None,
 ) -> Path:
     """Validate ``values`` against the notebook's parameter class (for ``resume``: against the run's own
     ``params.yaml``, which fills in what is not given), take the run folder and execute the notebook there with
     papermill (executed ``.ipynb`` + ``.html`` land in the run folder, as the module docstring says).
-    Returns the run folder."""
+    ``echo`` receives each line the notebook prints on stdout as it comes (:class:`LineEcho`); ``log_output``
+    turns on papermill's own logging. Neither changes what executes. Returns the run folder; Ctrl-C raises
+    :class:`RunInterrupted`."""
     import papermill as pm
 
     cls = params_class(notebook)
@@ -259,6 +428,7 @@ def execute_notebook(
         injected["run_dir"] = str(run_dir)
         injected.setdefault("progress", progress)
         attempt = NotebookAttempt(run_dir, notebook)
+        stdout = LineEcho(echo) if echo is not None else None
         try:
             with lock_shared_with_children(run_dir):
                 pm.execute_notebook(
@@ -268,15 +438,24 @@ def execute_notebook(
                     kernel_name="python3",
                     progress_bar=progress,
                     log_output=log_output,
+                    stdout_file=stdout,
                     cwd=str(run_dir),
                     extra_arguments=QUIET_KERNEL,
                 )
+        except KeyboardInterrupt:
+            raise attempt.interrupted({**resolved, "run_dir": str(run_dir)}) from None
         except BaseException as exc:
             error = attempt.failed(exc, {**resolved, "run_dir": str(run_dir)}, html)
             if error is exc:
                 raise
             raise error from exc
-        attempt.finished(html)
+        finally:
+            if stdout is not None:
+                stdout.close()
+        try:
+            attempt.finished(html)
+        except KeyboardInterrupt:
+            raise RunInterrupted(notebook, run_dir, finished=True) from None
     finally:
         release_run_dir(run_dir)
     return run_dir
