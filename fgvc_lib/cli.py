@@ -29,7 +29,7 @@ SYNTH_OPTIONS: dict[str, tuple[Any, str]] = {
 
 
 def _yaml_scalar(text: str) -> Any:
-    from .execution import _overrides
+    from .config import parse_overrides as _overrides
 
     return _overrides([["value", text]])["value"]
 

@@ -649,6 +649,17 @@ def params_class(notebook: str) -> type[ExperimentParams]:
     return declaration.params_class()
 
 
+def parse_overrides(pairs: list[list[str]] | None) -> dict[str, Any]:
+    """``-p key value`` pairs; values are parsed as YAML scalars (3 -> int, true -> bool, 1e-3 -> float)."""
+    values: dict[str, Any] = {}
+    for key, raw in pairs or []:
+        try:
+            values[key] = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            values[key] = raw
+    return values
+
+
 def check_command_line(
     notebook: str, files: list[str] | None, pairs: list[list[str]] | None, *, device: bool = True
 ) -> ExperimentParams:
@@ -656,8 +667,6 @@ def check_command_line(
     parameter files (later wins), then ``-p key value`` pairs, as the notebook's typed parameters, and the
     device when ``device``. A ParameterError names where the bad value was given (``-p lr: ...`` or
     ``file.yaml: parameter 'lr': ...``), the value and what was expected."""
-    from .execution import _overrides
-
     cls = params_class(notebook)
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
@@ -671,7 +680,7 @@ def check_command_line(
         sources.update(dict.fromkeys(map(str, data), str(file)))
     for key, _ in pairs or []:
         sources[key] = f"-p {key}"
-    values.update(_overrides(pairs))
+    values.update(parse_overrides(pairs))
     try:
         params = cls.from_dict(values)
         if device:

@@ -42,10 +42,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .catalog import get_notebook
 from .config import ParameterError, params_class, read_yaml_file
+from .config import parse_overrides as _overrides
 from .fileio import OUTPUT_ERRNOS, OutputWriteError, describe_write_error, write_text_atomic
 from .param_paths import path_params, resolve_param_paths
 from .resume import resume_values
@@ -81,17 +80,6 @@ def notebook_path(name: str) -> Path:
     raise FileNotFoundError(
         f"notebook notebooks/{name}.ipynb not found next to fgvc_lib or in {project_root()}"
     )
-
-
-def _overrides(pairs: list[list[str]] | None) -> dict[str, Any]:
-    """``-p key value`` pairs; values are parsed as YAML scalars (3 -> int, true -> bool, 1e-3 -> float)."""
-    values: dict[str, Any] = {}
-    for key, raw in pairs or []:
-        try:
-            values[key] = yaml.safe_load(raw) if raw != "" else ""
-        except yaml.YAMLError:
-            values[key] = raw
-    return values
 
 
 def read_parameter_file(file: str | Path) -> dict[str, Any]:
@@ -366,7 +354,7 @@ class NotebookAttempt:
         """Settle an attempt stopped by Ctrl-C (the kernel is down). One that started: its notebook placed as a
         failed one's, no HTML, and ``metrics.json`` says ``interrupted`` (a run that had just finished stays
         finished). A resume stopped before it started leaves the folder as it was."""
-        from .grid.worker import settle_interrupted
+        from .outcome import settle_interrupted
 
         if not self.started():
             self.path.unlink(missing_ok=True)
