@@ -242,6 +242,10 @@ def loss_comparison(candidates: Sequence[Path] | None = None) -> str:
         if not {"loss", "status", "ece"} <= set(df.columns):
             continue
         done = df[(df["status"] == "finished") & df["ece"].notna()]
+        model = ""
+        if "model" in done.columns and done["model"].nunique() > 1:  # compare losses on one model: the one
+            model = done.groupby("model")["loss"].nunique().idxmax()  # trained with the most of them
+            done = done[done["model"] == model]
         if done["loss"].nunique() < 2:
             continue
         table = done.groupby("loss")[["ece", *(["top1_acc"] if "top1_acc" in df.columns else [])]].mean()
@@ -251,7 +255,9 @@ def loss_comparison(candidates: Sequence[Path] | None = None) -> str:
             for loss, row in table.sort_values("ece").iterrows()
         )
         return (
-            f"Across losses on this data ({len(done)} finished runs of the Table-1 grid, `{_display_path(path)}`), "
+            f"Across losses on this data ({len(done)} finished runs of the Table-1 grid"
+            + (f" with {model}" if model else "")
+            + f", `{_display_path(path)}`), "
             f"the best calibrated loss is **{best}** and the worst {worst}; mean ECE per loss: {parts}."
         )
     return ""

@@ -82,6 +82,12 @@ def test_calibration_names_the_best_calibrated_loss_of_the_table1_grid(tmp_path,
     assert "focal 0.030 (top-1 0.48), flsd53 0.050 (top-1 0.49), ce 0.100 (top-1 0.51)" in text
     monkeypatch.setattr(_narrative, "TABLE1_SUMMARIES", (csv,))
     assert "best calibrated loss is focal" in narrative.calibration({"ece": 0.05, "top1_acc": 0.5})
+    mixed = tmp_path / "mixed.csv"  # two models: the losses are compared on the one trained with most losses
+    mixed.write_text("run_id,status,model,loss,ece\na,finished,eff,ce,0.10\nb,finished,eff,focal,0.08\n"
+                     "c,finished,swin,focal,0.01\nd,finished,eff,mc,0.09\n")
+    text = narrative.loss_comparison([mixed])
+    assert "3 finished runs of the Table-1 grid with eff" in text and "best calibrated loss is focal" in text
+    assert "focal 0.080" in text
     csv.write_text("run_id,status,loss,ece\na,finished,ce,0.1\n")  # one loss only: nothing to compare
     assert narrative.loss_comparison([csv]) == ""
 
