@@ -178,7 +178,7 @@ def test_ctrl_c_ends_with_one_line_naming_what_was_kept_and_the_resume_command(t
     _, env = chatty
     run = tmp_path / "stopped"
     command = [sys.executable, "-m", "fgvc_lib.cli", "run", "chatty", "--run-dir", str(run), *TINY,
-               "-p", "epochs", "40", "-p", "pause", "0.1"]
+               "-p", "epochs", "40", "-p", "pause", "0.5"]
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True, cwd=tmp_path)
     try:
@@ -204,7 +204,7 @@ def test_ctrl_c_ends_with_one_line_naming_what_was_kept_and_the_resume_command(t
     resumed = fgvc(env, *resume[1:], cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     final = json.loads((run / "metrics.json").read_text())
-    assert final["status"] == "finished" and final["epochs_run"] == 40 and final["params"]["pause"] == 0.1
+    assert final["status"] == "finished" and final["epochs_run"] == 40 and final["params"]["pause"] == 0.5
 
 
 def test_interrupted_summary_without_a_checkpoint_says_there_is_nothing_to_resume(tmp_path):

@@ -508,7 +508,7 @@ def test_cifar100_table1_tiny_preset_swaps_in_cpu_stand_ins():
     assert len(runs) == 10
     models = {(r["model"], r["pretrained"]) for r in runs}
     assert models == {("tf_efficientnet_lite0", True), ("swin_tiny_patch4_window7_224", False)}
-    assert all(r["data_root"] == "" and not r["download"] and r["epochs"] == 2 for r in runs)
+    assert all(r["data_root"] == "" and not r["download"] and r["epochs"] == 3 for r in runs)
 
 
 # ---------------------------------------------------------------------------------------------- Ctrl-C
