@@ -1,14 +1,14 @@
 """The notebooks in a live JupyterLab driven by a real browser (Debian's ``chromium``, headless, through
 Playwright's Python package; no browser download), as ``make lab`` serves them.
 
-One JupyterLab server (``python -m fgvc_lib.lab``, what ``make lab`` runs) on 127.0.0.1, a free port and a token,
-over a temporary git clone-alike holding a copy of each notebook whose ``parameters`` cell is edited to tiny
-values (progress on), with the project's .gitattributes and the filter ``make git-filter`` installs. Per notebook:
-open it, Run > Run All Cells from the menu, wait for every cell and an idle kernel, then check that no cell
-shows an error, that the progress widget and the live learning curve (drawn again after each epoch) appeared
-in the training cell, that every figure rendered, and that after File > Save (outputs included) ``git status``
-is clean and ``git add`` stores exactly the committed form. Screenshots stay in pytest's temp folder
-(``.../jupyterlab0/screenshots``).
+One JupyterLab server (``python -m fgvc_lib.lab``, what ``make lab`` runs) on 127.0.0.1, a free port and a
+token, over a temporary git repository holding a copy of each notebook whose ``parameters`` cell is edited to
+tiny values (progress on), with the project's .gitattributes and the filter ``make git-filter`` installs. Per
+notebook: open it, Run > Run All Cells from the menu, wait for every cell and an idle kernel, then check that
+no cell shows an error, that the progress widget and the live learning curve (drawn again after each epoch)
+appeared in the training cell, that every figure rendered, and that after File > Save (outputs included)
+``git status`` is clean and ``git add`` stores exactly the committed form. Screenshots stay in pytest's temp
+folder (``.../jupyterlab0/screenshots``).
 
 Skipped when chromium or a package of the [dev] extra is missing, unless ``FGVC_BROWSER_TEST=required``
 (``.ci/run`` sets it once chromium is installed), which turns the skip into a failure.
@@ -54,7 +54,11 @@ def _missing() -> str | None:
     missing = [m for m in ("playwright", "jupyterlab", "ipywidgets", "nbstripout") if _absent(m)]
     if missing:
         return f"Python packages of the [dev] extra missing: {', '.join(missing)}"
-    for tool, why in (("chromium", "Debian's chromium (apt-get install chromium)"), ("git", "git"), ("make", "make")):
+    for tool, why in (
+        ("chromium", "Debian's chromium (apt-get install chromium)"),
+        ("git", "git"),
+        ("make", "make"),
+    ):
         if shutil.which(tool) is None:
             return f"{why} not found"
     return None
@@ -168,24 +172,26 @@ def lab(tmp_path_factory, tiny_params):
     assert _git(repo, "init", "-q").returncode == 0
     make = subprocess.run(
         ["make", "-s", "-C", str(repo), "-f", str(ROOT / "Makefile"), "git-filter", f"PY={sys.executable}"],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert make.returncode == 0, make.stderr
     assert _git(repo, "add", "-A").returncode == 0
-    commit = _git(repo, "-c", "user.name=test", "-c", "user.email=test@example.com", "-c", "commit.gpgsign=false",
-                  "commit", "-q", "--no-verify", "-m", "tiny notebooks")
+    identity = ("-c", "user.name=test", "-c", "user.email=test@example.com", "-c", "commit.gpgsign=false")
+    commit = _git(repo, *identity, "commit", "-q", "--no-verify", "-m", "tiny notebooks")
     assert commit.returncode == 0, commit.stderr
     assert _git(repo, "status", "--porcelain").stdout == ""
 
     # no "get notified about Jupyter news?" toast over the screenshots
-    news = base / "jupyter" / "settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+    news = base / "jupyter/settings/@jupyterlab/apputils-extension/notification.jupyterlab-settings"
     news.parent.mkdir(parents=True)
     news.write_text(json.dumps({"fetchNews": "false"}))
     port, token = _free_port(), secrets.token_hex(16)
     env = {
         **os.environ,
         "FGVC_OUTPUTS": str(base / "outputs"),
-        # nothing of the user's Jupyter setup (config, settings, workspaces, kernels) and nothing written there
+        # nothing of the user's Jupyter setup (config, settings, workspaces, kernels), nothing written there
         "JUPYTER_CONFIG_DIR": str(base / "jupyter" / "config"),
         "JUPYTER_DATA_DIR": str(base / "jupyter" / "data"),
         "JUPYTER_RUNTIME_DIR": str(base / "jupyter" / "runtime"),
@@ -193,11 +199,19 @@ def lab(tmp_path_factory, tiny_params):
         "JUPYTERLAB_WORKSPACES_DIR": str(base / "jupyter" / "workspaces"),
     }
     command = [
-        sys.executable, "-m", "fgvc_lib.lab",
-        "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
-        f"--IdentityProvider.token={token}", "--ServerApp.open_browser=False", f"--ServerApp.root_dir={repo}",
-        "--ServerApp.allow_root=True", "--ServerApp.terminals_enabled=False",
-        "--LabApp.extension_manager=readonly", "--LabApp.news_url=",
+        sys.executable,
+        "-m",
+        "fgvc_lib.lab",
+        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}",
+        "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}",
+        "--ServerApp.open_browser=False",
+        f"--ServerApp.root_dir={repo}",
+        "--ServerApp.allow_root=True",
+        "--ServerApp.terminals_enabled=False",
+        "--LabApp.extension_manager=readonly",
+        "--LabApp.news_url=",
         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
     ]
     log = base / "jupyterlab.log"
@@ -238,8 +252,9 @@ def browser(lab):
         chromium.close()
 
 
-# In the page, within the notebook shown (one tab: the URL resets the workspace): what appeared while the cells
-# ran (the progress bars are closed after each epoch, the live curve is replaced in place), by cell index.
+# In the page, within the notebook shown (one tab: the URL resets the workspace): what appeared while the
+# cells ran (the progress bars are closed after each epoch, the live curve is replaced in place), by cell
+# index.
 NOTEBOOK = "document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook')"
 WATCH = """() => {
   const notebook = NOTEBOOK;
@@ -249,12 +264,14 @@ WATCH = """() => {
     for (const m of mutations) {
       for (const node of (m.type === 'attributes' ? [m.target] : [...m.addedNodes])) {
         if (!(node instanceof Element)) continue;
-        const bars = node.matches('.widget-hprogress') ? [node] : [...node.querySelectorAll('.widget-hprogress')];
+        const bars = node.matches('.widget-hprogress')
+          ? [node] : [...node.querySelectorAll('.widget-hprogress')];
         for (const bar of bars) seen.progress.push(cellIndex(bar));
         const imgs = node.tagName === 'IMG' ? [node] : [...node.querySelectorAll('img')];
         for (const img of imgs) {
           const src = img.getAttribute('src') || '';
-          if (src.startsWith('data:image/png')) seen.png.push([cellIndex(img), src.length + ':' + src.slice(-48)]);
+          if (src.startsWith('data:image/png'))
+            seen.png.push([cellIndex(img), src.length + ':' + src.slice(-48)]);
         }
       }
     }
@@ -267,11 +284,15 @@ STATE = """() => {
   const outputs = (selector) => [...notebook.querySelectorAll(selector)].map(
     (el) => [cells.indexOf(el.closest('.jp-Cell')), el.textContent.slice(0, 2000)]);
   return {
-    prompts: [...notebook.querySelectorAll('.jp-CodeCell .jp-InputPrompt')].map((el) => el.textContent.trim()),
-    errors: outputs('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.error"], .jp-RenderedText[data-mime-type*="error"]'),
+    prompts: [...notebook.querySelectorAll('.jp-CodeCell .jp-InputPrompt')].map(
+      (el) => el.textContent.trim()),
+    errors: outputs('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.error"], '
+                    + '.jp-RenderedText[data-mime-type*="error"]'),
     stderr: outputs('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]'),
     images: [...notebook.querySelectorAll('.jp-OutputArea-output[data-mime-type="image/png"] img')].map(
-      (img) => [cells.indexOf(img.closest('.jp-Cell')), (img.getAttribute('src') || '').startsWith('data:image/png;base64,'), img.naturalWidth, img.naturalHeight]),
+      (img) => [cells.indexOf(img.closest('.jp-Cell')),
+                (img.getAttribute('src') || '').startsWith('data:image/png;base64,'),
+                img.naturalWidth, img.naturalHeight]),
     widgetErrors: (notebook.textContent.match(/Error displaying widget[^\\n]{0,200}/g) || []),
   };
 }""".replace("NOTEBOOK", NOTEBOOK)
@@ -301,7 +322,9 @@ def ran(request, lab, browser) -> LabRun:
     """Open the notebook, Run All Cells from the Run menu, wait until done, save it; what the page showed."""
     name = request.param
     path = lab.repo / "notebooks" / f"{name}.ipynb"
-    run_cell = next(i for i, c in enumerate(json.loads(path.read_text())["cells"]) if "exp.run()" in "".join(c["source"]))
+    run_cell = next(
+        i for i, c in enumerate(json.loads(path.read_text())["cells"]) if "exp.run()" in "".join(c["source"])
+    )
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     training_cell = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell").nth(run_cell)
 
@@ -316,7 +339,9 @@ def ran(request, lab, browser) -> LabRun:
     started = time.monotonic()
     try:
         page.goto(f"{lab.url}/lab/tree/notebooks/{name}.ipynb?reset&token={lab.token}")
-        page.wait_for_selector(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-CodeCell", timeout=120_000)
+        page.wait_for_selector(
+            ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-CodeCell", timeout=120_000
+        )
         while lab.kernel_state(name) != "idle":
             assert time.monotonic() - started < 180, f"{name}: the kernel did not start\n{lab.log_tail()}"
             time.sleep(0.5)
@@ -363,7 +388,10 @@ def _where(run: LabRun) -> str:
 def test_run_all_cells_ends_without_error_output(ran):
     code = [c for c in ran.saved["cells"] if c["cell_type"] == "code"]
     assert len(ran.state["prompts"]) == len(code)
-    assert all(re.fullmatch(r"\[\d+\]:", p) for p in ran.state["prompts"]), (_where(ran), ran.state["prompts"])
+    assert all(re.fullmatch(r"\[\d+\]:", p) for p in ran.state["prompts"]), (
+        _where(ran),
+        ran.state["prompts"],
+    )
     assert not ran.state["errors"], (_where(ran), ran.state["errors"])
     assert not [t for _, t in ran.state["stderr"] if ERROR_TEXT.search(t)], (_where(ran), ran.state["stderr"])
     assert not ran.state["widgetErrors"], (_where(ran), ran.state["widgetErrors"])
@@ -383,15 +411,23 @@ def test_progress_widget_and_live_learning_curve_appeared(ran, lab):
 
 def test_every_figure_rendered(ran):
     images = ran.state["images"]
-    assert all(is_png and width > 0 and height > 0 for _, is_png, width, height in images), (_where(ran), images)
+    assert all(is_png and width > 0 and height > 0 for _, is_png, width, height in images), (
+        _where(ran),
+        images,
+    )
     saved_pngs = sum(
-        "image/png" in o.get("data", {}) for c in ran.saved["cells"] if c["cell_type"] == "code" for o in c["outputs"]
+        "image/png" in o.get("data", {})
+        for c in ran.saved["cells"]
+        if c["cell_type"] == "code"
+        for o in c["outputs"]
     )
     assert len(images) == saved_pngs >= MIN_IMAGES[ran.name], (_where(ran), len(images), saved_pngs)
 
 
 def test_saved_notebook_with_outputs_leaves_git_status_clean(ran, lab):
-    assert any(c.get("outputs") for c in ran.saved["cells"]), "JupyterLab saved no outputs: nothing was tested"
+    assert any(c.get("outputs") for c in ran.saved["cells"]), (
+        "JupyterLab saved no outputs: nothing was tested"
+    )
     path = f"notebooks/{ran.name}.ipynb"
     assert _git(lab.repo, "status", "--porcelain").stdout == "", _git(lab.repo, "status").stdout
     assert _git(lab.repo, "add", "-A").returncode == 0
@@ -408,15 +444,25 @@ def test_save_hook_refreshes_only_when_the_filtered_notebook_is_unchanged(tmp_pa
     repo.mkdir()
     _git(repo, "init", "-q")
     shutil.copy(ROOT / ".gitattributes", repo / ".gitattributes")
-    make = subprocess.run(["make", "-s", "-C", str(repo), "-f", str(ROOT / "Makefile"), "git-filter",
-                           f"PY={sys.executable}"], capture_output=True, text=True, check=False)
+    make = subprocess.run(
+        ["make", "-s", "-C", str(repo), "-f", str(ROOT / "Makefile"), "git-filter", f"PY={sys.executable}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert make.returncode == 0, make.stderr
     committed = notebook_path("bird").read_text()
     (repo / "bird.ipynb").write_text(committed)
     _git(repo, "add", "-A")
-    _git(repo, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "--no-verify", "-m", "nb")
+    _git(
+        repo, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "--no-verify", "-m", "nb"
+    )
     nb = json.loads(committed)
-    code = next(c for c in nb["cells"] if c["cell_type"] == "code" and "parameters" not in c["metadata"].get("tags", []))
+    code = next(
+        c
+        for c in nb["cells"]
+        if c["cell_type"] == "code" and "parameters" not in c["metadata"].get("tags", [])
+    )
     code["outputs"] = [{"name": "stdout", "output_type": "stream", "text": ["epoch 1/2\n"]}]
     code["execution_count"] = 1
     (repo / "bird.ipynb").write_text(json.dumps(nb, indent=1) + "\n")
