@@ -1,7 +1,7 @@
 """Execute each of the four notebooks through papermill (as ``fgvc run``, ``make demo`` and grids do) on tiny
 parameters: one parametrised run per notebook, common checks of its run folder, then the notebook's own checks.
-Also: the committed notebooks carry no outputs, and bad parameters fail before (or, through plain papermill,
-inside) the kernel."""
+Also: what git would commit of the notebooks carries no outputs (checked on temporary repositories to fail
+when it does), and bad parameters fail before (or, through plain papermill, inside) the kernel."""
 
 from __future__ import annotations
 
@@ -107,18 +107,18 @@ def test_executed_notebook_has_outputs_and_injected_parameters(executed):
     assert "<html" in (run_dir / f"{name}.html").read_text()[:2000].lower()
 
 
-def _git(cwd: Path, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+def _git(cwd: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
     """``git ARGS`` in ``cwd`` (GIT_* variables of a calling hook dropped: the repository is the one at cwd)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
-    return subprocess.run(["git", *args], cwd=cwd, input=stdin, capture_output=True, env=env, check=False)
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, env=env, check=False)
 
 
 def stored_forms(path: Path) -> dict[str, bytes]:
     """What git would commit of the notebook ``path``, by where it comes from: the staged blob (``git show
     :path``) and the working file through the clean filter .gitattributes gives it, run as ``git add`` runs it
     (the nbstripout filter `make test` / `make lab` configure). The file itself when no filter is configured,
-    or outside a git checkout. A user's unsaved-to-git outputs in the working file are thus no failure while
-    the filter strips them; a notebook committed or staged with outputs is."""
+    or outside a git checkout. Outputs JupyterLab saved into the working file are thus no failure while the
+    filter strips them; a notebook committed or staged with outputs is."""
     path = path.resolve()
     raw = path.read_bytes()
     top = _git(path.parent, "rev-parse", "--show-toplevel") if shutil.which("git") else None
@@ -231,8 +231,8 @@ def test_stripped_check_fails_on_outputs_committed_or_about_to_be(tmp_path, comm
 
 @pytest.mark.skipif(shutil.which("git") is None or shutil.which("make") is None, reason="needs git and make")
 def test_makefile_git_filter_stores_the_committed_form(tmp_path, committed_bird):
-    """`make git-filter`'s nbstripout filter: a notebook saved with outputs leaves `git status` clean and
-    `git add` stores it byte for byte as committed (cell ids and the parameters tag kept)."""
+    """`make git-filter`'s nbstripout filter: a notebook saved with outputs has no diff, and `git add` stores
+    it byte for byte as committed (cell ids and the parameters tag kept), staging nothing."""
     pytest.importorskip("nbstripout", reason="nbstripout (the [dev] extra) is not installed")
     root = project_root(Path(__file__).parent)
     repo = _repo(tmp_path / "repo")
@@ -245,12 +245,13 @@ def test_makefile_git_filter_stores_the_committed_form(tmp_path, committed_bird)
     (repo / "nb.ipynb").write_bytes(committed_bird)
     _commit(repo)
     (repo / "nb.ipynb").write_bytes(_notebook_with_outputs(committed_bird))
-    assert _git(repo, "status", "--porcelain").stdout == b""
+    assert _git(repo, "diff", "--quiet", "--no-textconv").returncode == 0  # content: what the index holds
     for where, text in stored_forms(repo / "nb.ipynb").items():
         assert text == committed_bird, where
     assert _git(repo, "add", "nb.ipynb").returncode == 0
     assert _git(repo, "show", ":nb.ipynb").stdout == committed_bird
     assert _git(repo, "diff", "--cached", "--quiet").returncode == 0
+    assert _git(repo, "status", "--porcelain").stdout == b""  # (before `git add`, git's size check lists it)
     # and a notebook whose outputs really are in the commit still fails the check
     assert _git(repo, "-c", "filter.nbstripout.clean=cat", "add", "--renormalize", "nb.ipynb").returncode == 0
     assert any(stripping_problems(text) for text in stored_forms(repo / "nb.ipynb").values())
