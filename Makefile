@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: demo test lab venv lint clean-outputs grid-demo bench gpu-wheels gpu-check
+.PHONY: demo test lab git-filter venv lint clean-outputs grid-demo bench gpu-wheels gpu-check
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,8 +27,9 @@ demo: $(STAMP)
 grid-demo: $(STAMP)
 	$(VENV)/bin/fgvc grid parameters/cifar100_table1.yaml --preset tiny --jobs 2
 
-## test: the whole suite on the CPU (includes one papermill execution of each notebook)
-test: $(STAMP)
+## test: the whole suite on the CPU (includes one papermill execution of each notebook and, with Debian's
+## chromium installed, each notebook run in JupyterLab by a headless browser); installs the git filter first
+test: $(STAMP) git-filter
 	MPLBACKEND=Agg $(PY) -m pytest
 
 ## bench: the benchmarks (fast paths vs their baselines, as ratios) -> benchmarks/results/*.json + README.md
@@ -47,10 +48,27 @@ gpu-check:
 	$(GPU_PYTHON) tools/gpu_wheels.py install --wheels .gpu-wheels --target $(GPU_SITE)
 	PYTHONPATH=$(GPU_SITE):$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH} MPLBACKEND=Agg $(GPU_PYTHON) -m benchmarks.gpu_check
 
-## lab: JupyterLab on the notebooks (installs the [lab] extra once)
-lab: $(STAMP)
-	test -x $(VENV)/bin/jupyter-lab || $(PIP) -e '.[dev,lab]'
-	$(VENV)/bin/jupyter lab notebooks/
+## lab: JupyterLab on the notebooks (installs the [lab] extra once, and the git filter: the outputs JupyterLab
+## saves into notebooks/*.ipynb never reach git; its save hook, fgvc_lib/lab.py, keeps `git status` clean)
+lab: $(STAMP) git-filter
+	test -x $(VENV)/bin/jupyter-lab -a -x $(VENV)/bin/nbstripout || $(PIP) -e '.[dev,lab]'
+	$(PY) -m fgvc_lib.lab notebooks/
+
+## git-filter: configure for this clone the nbstripout filter that .gitattributes names for *.ipynb: what git
+## stores is the notebook without outputs, execution counts or the metadata a kernel or editor adds (cell ids
+## and the `parameters` tag kept), byte for byte the committed form. Idempotent; a no-op outside a git checkout.
+NBSTRIPOUT     = "$(abspath $(PY))" -m nbstripout --keep-id
+NB_EXTRA_KEYS := metadata.language_info.codemirror_mode metadata.language_info.file_extension \
+	metadata.language_info.mimetype metadata.language_info.nbconvert_exporter \
+	metadata.language_info.pygments_lexer metadata.language_info.version metadata.vscode cell.metadata.jupyter
+git-filter:
+	@if git rev-parse --git-dir >/dev/null 2>&1; then \
+	  git config filter.nbstripout.clean '$(NBSTRIPOUT)' && \
+	  git config filter.nbstripout.smudge cat && \
+	  git config filter.nbstripout.required true && \
+	  git config filter.nbstripout.extrakeys '$(strip $(NB_EXTRA_KEYS))' && \
+	  git config diff.ipynb.textconv '$(NBSTRIPOUT) --textconv'; \
+	else echo "git-filter: not a git checkout, no filter to install"; fi
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check fgvc_lib tests
