@@ -22,6 +22,7 @@ callbacks only read: a display option never changes what is computed.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -189,6 +190,10 @@ class EpochLog(Callback):
         trainer.log(epoch_line(row, trainer.epochs, trainer.best_epoch == int(row["epoch"])))
 
 
+#: Set (to "1") in the environment of a kernel that ``fgvc run`` or a grid executes headless: no progress bar.
+HEADLESS_ENV = "FGVC_HEADLESS"
+
+
 class ProgressBar(Callback):
     """One tqdm bar for the whole fit (a widget in Jupyter when ipywidgets is there), reset at the start of each
     training epoch and advanced after each batch, so a notebook keeps one bar output, not one per epoch. It never
@@ -208,6 +213,8 @@ class ProgressBar(Callback):
             self.bar.set_description(description, refresh=False)
             self.bar.reset(total=trainer.steps_per_epoch)
             return
+        if os.environ.get(HEADLESS_ENV):  # executed by `fgvc run` / a grid: the epoch lines say it all, and a
+            return  # bar saved into the executed notebook would only show its last, stale state
         try:  # widget bars in Jupyter when ipywidgets is there, plain text bars otherwise
             import ipywidgets  # noqa: F401
             from tqdm.auto import tqdm

@@ -175,6 +175,21 @@ class _AfterCtrlC(logging.Filter):
 
 
 @contextlib.contextmanager
+def _headless_kernel() -> Iterator[None]:
+    """The kernel papermill starts inherits ``FGVC_HEADLESS=1``: no progress bar is saved into the executed
+    notebook (display only: nothing computed changes)."""
+    previous = os.environ.get("FGVC_HEADLESS")
+    os.environ["FGVC_HEADLESS"] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("FGVC_HEADLESS", None)
+        else:
+            os.environ["FGVC_HEADLESS"] = previous
+
+
+@contextlib.contextmanager
 def interrupt_once() -> Iterator[None]:
     """While the block runs, the first SIGINT raises KeyboardInterrupt as usual and later ones are ignored, so
     a second Ctrl-C cannot break the settling of the first, and the kernel's shutdown is not reported as an
@@ -418,7 +433,7 @@ def execute_notebook(
         attempt = NotebookAttempt(run_dir, notebook)
         stdout = LineEcho(echo) if echo is not None else None
         try:
-            with lock_shared_with_children(run_dir):
+            with lock_shared_with_children(run_dir), _headless_kernel():
                 pm.execute_notebook(
                     str(source),
                     str(attempt.path),

@@ -148,3 +148,20 @@ def test_progress_never_changes_results(tmp_path):
         BirdExperiment(values).run()
         runs[progress] = _history(tmp_path / f"progress-{progress}")
     assert len(runs[True]) == 2 and runs[True] == runs[False]
+
+
+def test_a_headless_kernel_gets_no_progress_bar(monkeypatch):
+    """``fgvc run`` / a grid sets FGVC_HEADLESS for its kernel: no bar is saved into the executed notebook."""
+    from types import SimpleNamespace
+
+    from fgvc_lib.callbacks import HEADLESS_ENV, ProgressBar
+
+    trainer = SimpleNamespace(epochs=2, steps_per_epoch=3)
+    monkeypatch.setenv(HEADLESS_ENV, "1")
+    bar = ProgressBar()
+    bar.before_epoch(trainer, 0)
+    assert bar.bar is None
+    monkeypatch.delenv(HEADLESS_ENV)
+    bar.before_epoch(trainer, 0)
+    assert bar.bar is not None and bar.bar.total == 3
+    bar.after_fit(trainer)
