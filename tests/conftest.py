@@ -114,3 +114,23 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+def plugin_notebook(
+    root: Path, module: str, source: str, notebook: str, cells: list[str], values: dict[str, Any]
+) -> dict[str, str]:
+    """A notebook declared by another package (``FGVC_NOTEBOOKS``), written into ``root``: the module
+    ``<module>.py`` (``source``) and ``<notebook>.ipynb`` (a ``parameters`` cell of ``values``, then ``cells``).
+    Returns the environment for subprocesses that see it (outputs under ``root/outputs``)."""
+    import nbformat
+
+    (root / f"{module}.py").write_text(source)
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("\n".join(f"{k} = {v!r}" for k, v in values.items()),
+                                          metadata={"tags": ["parameters"]})]
+    nb.cells += [nbformat.v4.new_code_cell(c) for c in cells]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, root / f"{notebook}.ipynb")
+    pythonpath = os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": pythonpath, "FGVC_NOTEBOOKS": module,
+            "FGVC_OUTPUTS": str(root / "outputs"), "OMP_NUM_THREADS": "1"}

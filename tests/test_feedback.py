@@ -19,6 +19,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import plugin_notebook
 
 from fgvc_lib.config import ExperimentParams
 from fgvc_lib.execution import LineEcho, RunInterrupted
@@ -92,18 +93,8 @@ CELLS = [
 def chatty(tmp_path_factory):
     """The plugin folder (``chatty_nb.py`` + ``chatty.ipynb``) and the environment that declares it."""
     root = tmp_path_factory.mktemp("chatty")
-    (root / "chatty_nb.py").write_text(TOY_MODULE)
     values = {**ExperimentParams().to_dict(), "pause": 0.0, "lr_steps": [9]}
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell("\n".join(f"{k} = {v!r}" for k, v in values.items()),
-                                          metadata={"tags": ["parameters"]})]
-    nb.cells += [nbformat.v4.new_code_cell(c) for c in CELLS]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, root / "chatty.ipynb")
-    pythonpath = os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH", "")) if p)
-    env = {**os.environ, "PYTHONPATH": pythonpath, "FGVC_NOTEBOOKS": "chatty_nb",
-           "FGVC_OUTPUTS": str(root / "outputs"), "OMP_NUM_THREADS": "1"}
-    return root, env
+    return root, plugin_notebook(root, "chatty_nb", TOY_MODULE, "chatty", CELLS, values)
 
 
 TINY = ["-p", "epochs", "3", "-p", "batch_size", "8", "-p", "device", "cpu", "-p", "num_workers", "0"]

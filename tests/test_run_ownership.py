@@ -16,9 +16,9 @@ import sys
 import time
 from pathlib import Path
 
-import nbformat
 import pytest
 import torch
+from conftest import plugin_notebook
 
 from fgvc_lib.config import BirdParams, ExperimentParams, ParameterError
 from fgvc_lib.resume import RESUME_MAY_CHANGE, resume_values
@@ -91,18 +91,8 @@ CELLS = [
 def own(tmp_path_factory):
     """The plugin folder (``own_nb.py`` + ``own.ipynb``) and the environment that declares it."""
     root = tmp_path_factory.mktemp("own")
-    (root / "own_nb.py").write_text(TOY_MODULE)
     values = {**ExperimentParams().to_dict(), "features": 6, "fail_figure": False}
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell("\n".join(f"{k} = {v!r}" for k, v in values.items()),
-                                          metadata={"tags": ["parameters"]})]
-    nb.cells += [nbformat.v4.new_code_cell(c) for c in CELLS]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, root / "own.ipynb")
-    pythonpath = os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH", "")) if p)
-    env = {**os.environ, "PYTHONPATH": pythonpath, "FGVC_NOTEBOOKS": "own_nb",
-           "FGVC_OUTPUTS": str(root / "outputs"), "OMP_NUM_THREADS": "1"}
-    return root, env
+    return root, plugin_notebook(root, "own_nb", TOY_MODULE, "own", CELLS, values)
 
 
 TINY = ["-p", "epochs", "2", "-p", "batch_size", "8", "-p", "device", "cpu", "-p", "num_workers", "0"]

@@ -36,6 +36,7 @@ import yaml
 from ..catalog import get_notebook
 from ..config import ParameterError, params_class
 from ..execution import notebook_path
+from ..outcome import _read_json  # noqa: F401 (the grid modules read run files with it)
 from ..registry import did_you_mean
 from ..runs import outputs_root, write_text_atomic
 from .presets import _same, apply_preset  # noqa: F401 (re-exported)
@@ -240,14 +241,6 @@ class RunRecord:
 def grid_folder(spec: GridSpec) -> Path:
     """``outputs/runs/<name>/``."""
     return outputs_root() / "runs" / spec.name
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def _existing_folder(grid_dir: Path, rid: str) -> Path | None:
