@@ -98,6 +98,18 @@ def tiny_trainer() -> Callable[..., Any]:
     return make
 
 
+@pytest.fixture(autouse=True)
+def _sigint_handler_restored():
+    """A test that runs a grid worker or ``fgvc run`` in this process may leave SIGINT ignored (a pool worker
+    ignores it between runs); ignored signals are inherited by subprocesses, so the Ctrl-C tests that follow
+    would see their Ctrl-C ignored. Each test gets the handler back as it found it."""
+    import signal
+
+    previous = signal.getsignal(signal.SIGINT)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_outputs(tmp_path_factory):
     """Anything a test writes under outputs/ goes to a temp folder, never into the checkout (session-wide, so
@@ -134,3 +146,11 @@ def plugin_notebook(
     pythonpath = os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH", "")) if p)
     return {**os.environ, "PYTHONPATH": pythonpath, "FGVC_NOTEBOOKS": module,
             "FGVC_OUTPUTS": str(root / "outputs"), "OMP_NUM_THREADS": "1"}
+
+
+def terminal_sigint() -> None:
+    """``preexec_fn`` of a subprocess that a test Ctrl-C's: SIGINT handled by default, as in a terminal's
+    foreground job, even when the suite itself runs in the background (where SIGINT is inherited ignored)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

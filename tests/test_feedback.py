@@ -19,7 +19,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import plugin_notebook
+from conftest import plugin_notebook, terminal_sigint
 
 from fgvc_lib.config import ExperimentParams
 from fgvc_lib.execution import LineEcho, RunInterrupted
@@ -171,7 +171,7 @@ def test_ctrl_c_ends_with_one_line_naming_what_was_kept_and_the_resume_command(t
     command = [sys.executable, "-m", "fgvc_lib.cli", "run", "chatty", "--run-dir", str(run), *TINY,
                "-p", "epochs", "40", "-p", "pause", "0.5"]
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, cwd=tmp_path)
+                            start_new_session=True, cwd=tmp_path, preexec_fn=terminal_sigint)
     try:
         deadline = time.time() + 240
         while not (run / "checkpoints" / "last.pt").is_file():

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import terminal_sigint
 
 from fgvc_lib import execution
 from fgvc_lib import grid as g
@@ -660,7 +661,7 @@ def test_ctrl_c_stops_the_queue_marks_interrupted_and_a_rerun_resumes(slow_noteb
     shutil.rmtree(grid_dir, ignore_errors=True)
     command = [sys.executable, "-m", "fgvc_lib.cli", "grid", str(grid), "--gpus", "none", "--no-progress"]
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=terminal_sigint)
     try:
         _wait_for(lambda: any(grid_dir.glob("*/checkpoints/last.pt")), 240, proc)
         if target == "process-group":
