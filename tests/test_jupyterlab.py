@@ -103,6 +103,17 @@ def with_parameters(source: str, values: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _install_filter(repo: Path) -> None:
+    """``make git-filter`` (the project's nbstripout filter) in the test repo ``repo``."""
+    make = subprocess.run(
+        ["make", "-s", "-C", str(repo), "-f", str(ROOT / "Makefile"), "git-filter", f"PY={sys.executable}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert make.returncode == 0, make.stderr
+
+
 def _git(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
     return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, env=env, check=False)
@@ -170,13 +181,7 @@ def lab(tmp_path_factory, tiny_params):
     for dotfile in (".gitattributes", ".gitignore"):
         shutil.copy(ROOT / dotfile, repo / dotfile)
     assert _git(repo, "init", "-q").returncode == 0
-    make = subprocess.run(
-        ["make", "-s", "-C", str(repo), "-f", str(ROOT / "Makefile"), "git-filter", f"PY={sys.executable}"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert make.returncode == 0, make.stderr
+    _install_filter(repo)
     assert _git(repo, "add", "-A").returncode == 0
     identity = ("-c", "user.name=test", "-c", "user.email=test@example.com", "-c", "commit.gpgsign=false")
     commit = _git(repo, *identity, "commit", "-q", "--no-verify", "-m", "tiny notebooks")
@@ -444,13 +449,7 @@ def test_save_hook_refreshes_only_when_the_filtered_notebook_is_unchanged(tmp_pa
     repo.mkdir()
     _git(repo, "init", "-q")
     shutil.copy(ROOT / ".gitattributes", repo / ".gitattributes")
-    make = subprocess.run(
-        ["make", "-s", "-C", str(repo), "-f", str(ROOT / "Makefile"), "git-filter", f"PY={sys.executable}"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert make.returncode == 0, make.stderr
+    _install_filter(repo)
     committed = notebook_path("bird").read_text()
     (repo / "bird.ipynb").write_text(committed)
     _git(repo, "add", "-A")
