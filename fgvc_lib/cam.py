@@ -31,6 +31,7 @@ CAM_METHODS = (
     "xgradcam",
     "eigencam",
     "eigengradcam",
+    "segeigencam",
     "gradcamelementwise",
 )
 """pytorch_grad_cam methods by name (the ``cam_method`` parameter); the gradient-free perturbation methods
@@ -48,6 +49,7 @@ def _cam_class(method: str):
         "xgradcam": pgc.XGradCAM,
         "eigencam": pgc.EigenCAM,
         "eigengradcam": pgc.EigenGradCAM,
+        "segeigencam": pgc.SegEigenCAM,
         "gradcamelementwise": pgc.GradCAMElementWise,
     }
     if method not in table:

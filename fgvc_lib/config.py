@@ -320,6 +320,12 @@ def read_yaml_file(path: str | Path, what: str = "parameter file") -> Any:
 _KERNEL_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
 
 
+#: ``cam_method`` choices: ``fgvc_lib.cam.CAM_METHODS`` (tests check the two agree).
+CamMethod = Literal[
+    "gradcam", "gradcam++", "hirescam", "layercam", "xgradcam", "eigencam", "eigengradcam", "segeigencam",
+    "gradcamelementwise",
+]
+
 @dataclass
 class ExperimentParams:
     """Parameters shared by all notebooks (names fixed by DESIGN.md)."""
@@ -362,9 +368,9 @@ class ExperimentParams:
         "", "CAM target: dotted module path in the model (e.g. net.blocks.4; commas fuse several); empty: "
         "the family's stride-16 stage"
     )
-    cam_method: Literal[
-        "gradcam", "gradcam++", "hirescam", "layercam", "xgradcam", "eigencam", "eigengradcam", "gradcamelementwise"
-    ] = param("layercam", "CAM method of the grad-cam package (LayerCAM localises best: docs/cam_layers.md)")
+    cam_method: CamMethod = param(
+        "layercam", "CAM method of the grad-cam package (LayerCAM localises best: docs/cam_layers.md)"
+    )
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -582,8 +588,12 @@ class InatBBNParams(ExperimentParams):
         True,
         "CAM-guided localisation: crop to the CAM box and classify again",
     )
+    cam_method: CamMethod = param(
+        "segeigencam", "CAM method of the grad-cam package (Seg-Eigen-CAM: crop boxes closest to the objects, "
+        "docs/cam_crops.md)"
+    )
     crop_threshold: float = param(
-        0.2, "CAM box: share of the CAM maximum (0.2 with LayerCAM: docs/cam_crops.md)", min=0.0, max=1.0
+        0.1, "CAM box: share of the CAM maximum (0.1 with Seg-Eigen-CAM: docs/cam_crops.md)", min=0.0, max=1.0
     )
     crop_margin: float = param(0.1, "CAM box: margin added on each side, share of the box size", min=0.0)
     crop_source: Literal["original", "resized"] = param(

@@ -101,7 +101,9 @@ def headline(metrics: Mapping[str, Any]) -> Headline:
             details.append("head / medium / tail " + " / ".join(f"{g:.2f}" for g in groups))
         crop, uncropped = _num(metrics, "crop_top1_acc"), _num(metrics, "uncropped_top1_acc_same_images")
         if crop is not None and uncropped is not None:
-            details.append(f"CAM-crop top-1 {crop:.3f} (uncropped {uncropped:.3f})")
+            iou = _num(metrics, "crop_iou")
+            details.append(f"CAM-crop top-1 {crop:.3f} (uncropped {uncropped:.3f})"
+                           + (f", box IoU {iou:.2f}" if iou is not None else ""))
         return Headline(metric=f"{split} top-1", value=top1, baseline_name="chance", baseline=chance,
                         details=tuple(details), **common)
     for key in ("val_top1_acc", "val_acc", "val_f1"):

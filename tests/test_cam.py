@@ -218,6 +218,32 @@ def test_check_cam_method_names_the_parameter():
         check_cam_method("hirescm")
 
 
+def test_seg_eigen_cam_on_the_toy_is_the_signed_principal_component():
+    """Seg-Eigen-CAM: |gradient| x activation, centred over the 16 positions, projected on its first principal
+    component with the sign that makes the larger magnitude positive, ReLU, scaled to [0, 1]. Class 1 of the toy:
+    |grad| (0.5/16, 2/16) gives 1/32 on the top-left block (channel 0) and 1/4 on the bottom-right one
+    (channel 1); the principal component is (nearly) channel 1, so only the bottom-right block survives, where
+    Grad-CAM keeps 0.125 of the peak on the top-left."""
+    model, conv = toy_model()
+    seg = compute_cams(model, toy_input(), [1], layer=conv, method="segeigencam")
+    np.testing.assert_allclose(seg[0], BOTTOM_RIGHT.astype(float), atol=1e-4)
+    # and the same by hand: the signed projection of the centred weighted activations
+    weighted = np.stack([np.where(TOP_LEFT, 1 / 32, 0.0), np.where(BOTTOM_RIGHT, 4 / 16, 0.0)]).reshape(2, -1).T
+    centred = weighted - weighted.mean(0)
+    projection = centred @ np.linalg.svd(centred)[2][0]
+    projection = -projection if abs(projection.min()) > abs(projection.max()) else projection
+    relu = np.maximum(projection, 0).reshape(4, 4)
+    np.testing.assert_allclose(seg[0], relu / relu.max(), atol=1e-4)
+
+
+def test_inat_crops_default_to_seg_eigen_cam_others_to_layercam():
+    from fgvc_lib.config import ExperimentParams, InatBBNParams
+
+    assert InatBBNParams().cam_method == "segeigencam" and InatBBNParams().crop_threshold == 0.1
+    assert ExperimentParams().cam_method == "layercam"
+    assert InatBBNParams.from_dict(cam_method="gradcam").cam_method == "gradcam"
+
+
 def test_resolve_cam_layers_default_override_and_fusion(resnet):
     from fgvc_lib.cam import resolve_cam_layers
 
@@ -321,7 +347,7 @@ def trained_tiny_net():
     return net.eval()
 
 
-@pytest.mark.parametrize("method", ["gradcam", "layercam"])
+@pytest.mark.parametrize("method", ["gradcam", "layercam", "segeigencam"])
 def test_cams_on_small_data_beat_a_random_peak(trained_tiny_net, method):
     """The CAM machinery on an easy task whose evidence sits at a known place: the pointing game and the CAM
     box IoU are far above a random peak / random box (seeded end to end, so not flaky)."""

@@ -227,6 +227,9 @@ def test_headline_puts_each_notebooks_metric_next_to_its_baseline():
     inat = headline({"status": "finished", "top1_acc": 0.7367, "chance_acc": 1 / 30, "head_acc": 0.87,
                      "medium_acc": 0.77, "tail_acc": 0.57})
     assert inat.result() == "val top-1 0.737" and "head / medium / tail 0.87 / 0.77 / 0.57" in inat.details
+    crops = headline({"status": "finished", "top1_acc": 0.717, "crop_top1_acc": 0.85,
+                      "uncropped_top1_acc_same_images": 0.685, "crop_iou": 0.5394})
+    assert crops.details[-1] == "CAM-crop top-1 0.850 (uncropped 0.685), box IoU 0.54"
     assert headline({"status": "failed", "error": "ValueError: bad"}).result() == "failed: ValueError: bad"
     assert headline({"status": "interrupted", "epochs_run": 3}).result() == "interrupted after epoch 3"
     assert headline({}).result().startswith("no metrics.json")

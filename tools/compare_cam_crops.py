@@ -1,7 +1,7 @@
 """CAM-guided crops of a finished inat_bbn run under other CAM methods, box thresholds and margins.
 
     PYTHONPATH=. .venv/bin/python tools/compare_cam_crops.py outputs/runs/inat_bbn/<run-id> \
-        --methods layercam gradcam --thresholds 0.2 0.35 0.5 --margins 0 0.1 0.25
+        --methods layercam segeigencam --thresholds 0.2 0.35 0.5 --margins 0 0.1 0.25
 
 The run's own parameters (``params.yaml``) and weights (``checkpoints/best.pt``, else ``last.pt``) are used; the
 crops are evaluated exactly as the notebook does (``InatBBNExperiment._cam_crops``: the CAM of the predicted
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import shutil
 import tempfile
 from pathlib import Path
@@ -25,7 +26,7 @@ import yaml
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("run_dir", type=Path, help="a finished inat_bbn run folder")
-    parser.add_argument("--methods", nargs="+", default=["layercam", "gradcam"])
+    parser.add_argument("--methods", nargs="+", default=["layercam", "segeigencam"])
     parser.add_argument("--thresholds", nargs="+", type=float, default=[0.2, 0.35, 0.5])
     parser.add_argument("--margins", nargs="+", type=float, default=[0.0, 0.1, 0.25])
     args = parser.parse_args(argv)
@@ -47,17 +48,16 @@ def main(argv: list[str] | None = None) -> int:
         exp.model.load_state_dict(state["model"])
         print(f"{args.run_dir} ({checkpoint.name}), img_size {exp.params.img_size}, synth_size "
               f"{exp.params.synth_size}\n")
-        print("| method | threshold | margin | crop top-1 | uncropped top-1 | box IoU |\n|---|---:|---:|---:|---:|---:|")
-        for method in args.methods:
-            for threshold in args.thresholds:
-                for margin in args.margins:
-                    exp.params = dataclasses.replace(
-                        exp.params, cam_method=method, crop_threshold=threshold, crop_margin=margin
-                    )
-                    out = exp._cam_crops()
-                    print(f"| {method} | {threshold:g} | {margin:g} | {out['crop_top1_acc']:.3f} | "
-                          f"{out['uncropped_top1_acc_same_images']:.3f} | {out.get('crop_iou', float('nan')):.3f} |",
-                          flush=True)
+        print("| method | threshold | margin | crop top-1 | uncropped top-1 | box IoU |\n"
+              "|---|---:|---:|---:|---:|---:|")
+        for method, threshold, margin in itertools.product(args.methods, args.thresholds, args.margins):
+            exp.params = dataclasses.replace(
+                exp.params, cam_method=method, crop_threshold=threshold, crop_margin=margin
+            )
+            out = exp._cam_crops()
+            print(f"| {method} | {threshold:g} | {margin:g} | {out['crop_top1_acc']:.3f} | "
+                  f"{out['uncropped_top1_acc_same_images']:.3f} | {out.get('crop_iou', float('nan')):.3f} |",
+                  flush=True)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return 0

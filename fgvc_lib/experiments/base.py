@@ -410,6 +410,7 @@ class Experiment:
         """``Grad-CAM`` / ``LayerCAM`` ... as the figures name the method, with the layer when it is not the default."""
         names = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "hirescam": "HiResCAM", "layercam": "LayerCAM",
                  "xgradcam": "XGrad-CAM", "eigencam": "Eigen-CAM", "eigengradcam": "Eigen-Grad-CAM",
+                 "segeigencam": "Seg-Eigen-CAM",
                  "gradcamelementwise": "Grad-CAM (element-wise)"}
         method = getattr(self.params, "cam_method", "layercam")
         layer = getattr(self.params, "cam_layer", "")

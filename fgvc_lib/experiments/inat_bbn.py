@@ -334,7 +334,8 @@ class InatBBNExperiment(Experiment):
                 images,
                 titles,
                 cols=3,
-                title=f"original (crop box yellow, object green) / CAM of the prediction / crop of the {source}",
+                title=f"original (crop box yellow, object green) / {self.cam_title()} of the prediction / crop of "
+                f"the {source}",
             ),
         )
 
