@@ -206,6 +206,8 @@ class Trainer:
         self.train_scores, self.eval_scores = scores(), scores(evaluation=True)
         self.history: list[dict[str, float]] = []
         self.last_train: dict[str, Any] = {}
+        #: (logits, targets) of the latest ``evaluate`` (CPU), so a report needs no second pass over the split
+        self.last_predictions: tuple[torch.Tensor, torch.Tensor] | None = None
         self.steps_per_epoch: int | None = None
         self.epoch = 0  # epochs completed
         self.best_metric = -math.inf
@@ -415,6 +417,7 @@ class Trainer:
         exact-match accuracy ('top1') and micro-F1 ('f1') at threshold 0.5."""
         self.fire("before_eval")
         logits, targets = self.predict(loader)
+        self.last_predictions = (logits, targets)
         scores = self.eval_scores
         scores.reset(logits.device)
         scores.update(logits, [(1.0, targets)])

@@ -94,6 +94,8 @@ def test_evaluate_matches_hand_computation():
     assert out["top1"] == pytest.approx(0.5)
     assert out["top5"] == pytest.approx(1.0)
     assert out["loss"] == pytest.approx(float(ce), rel=1e-6)
+    kept_logits, kept_targets = trainer.last_predictions  # kept for reports: no second pass over the split
+    assert kept_logits is logits and kept_targets is targets
 
 
 def test_resume_repeats_the_uninterrupted_run(tmp_path):

@@ -256,7 +256,15 @@ def test_bird_run_exposes_and_saves_its_interpretation(tmp_path, tiny_params):
     from fgvc_lib.experiments.bird import BirdExperiment
 
     exp = BirdExperiment(tiny_params("bird", epochs=1, run_dir=str(tmp_path / "run")))
+    predict, test_passes = exp.trainer.predict, []
+
+    def counting_predict(loader):
+        test_passes.extend([loader] if loader is exp.test_loader else [])
+        return predict(loader)
+
+    exp.trainer.predict = counting_predict
     result = exp.run()
+    assert len(test_passes) == 1  # the interpretation reuses the final evaluation's logits
     interp = result.interpretation
     assert isinstance(interp, Interpretation) and interp.split == result.metrics["eval_split"] == "test"
     assert len(interp) == result.metrics["test_images"]

@@ -190,8 +190,9 @@ class BirdExperiment(Experiment):
         metrics.update(
             eval_split=split, top1_acc=final["top1"], top5_acc=final["top5"], top1_error=1 - final["top1"]
         )
-        if eval_loader is not None:  # where it fails: a second pass (evaluate() keeps no logits)
-            self.interpret(split, self.test_set if split == "test" else self.val_set, loader=eval_loader)
+        if eval_loader is not None:  # where it fails: from the logits of the evaluation just made
+            logits, targets = self.trainer.last_predictions
+            self.interpret(split, self.test_set if split == "test" else self.val_set, logits=logits, targets=targets)
         if p.cam_images > 0 and self.val_records:
             metrics["pointing_game"] = self._cam_report()
         return metrics
