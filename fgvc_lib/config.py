@@ -326,6 +326,7 @@ CamMethod = Literal[
     "gradcamelementwise",
 ]
 
+
 @dataclass
 class ExperimentParams:
     """Parameters shared by all notebooks (names fixed by DESIGN.md)."""
@@ -584,10 +585,7 @@ class InatBBNParams(ExperimentParams):
         0, "head classes have more training images than this; 0: upper tercile of counts", min=0
     )
     few_shot: int = param(0, "tail classes have fewer training images than this; 0: lower tercile", min=0)
-    cam_crop: bool = param(
-        True,
-        "CAM-guided localisation: crop to the CAM box and classify again",
-    )
+    cam_crop: bool = param(True, "CAM-guided localisation: crop to the CAM box and classify again")
     cam_method: CamMethod = param(
         "segeigencam", "CAM method of the grad-cam package (Seg-Eigen-CAM: crop boxes closest to the objects, "
         "docs/cam_crops.md)"
